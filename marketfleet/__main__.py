@@ -1,0 +1,3 @@
+from marketfleet.cli import main
+
+main()

@@ -1,0 +1,197 @@
+"""The `marketfleet` command line. Every failure a user can cause ends in one clear line, not a traceback."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from fleet.errors import MarketFleetError
+from marketfleet import db
+from marketfleet.settings import ConfigFileError, Settings, load_settings, masked_dump
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="MarketFleet: the smart market's device fleet.")
+config_app = typer.Typer(no_args_is_help=True, help="Inspect settings.")
+db_app = typer.Typer(no_args_is_help=True, help="Registry database schema.")
+vendor_app = typer.Typer(no_args_is_help=True, help="Hardware vendors.")
+device_app = typer.Typer(no_args_is_help=True, help="Devices.")
+app.add_typer(config_app, name="config")
+app.add_typer(db_app, name="db")
+app.add_typer(vendor_app, name="vendor")
+app.add_typer(device_app, name="device")
+
+console = Console()
+err_console = Console(stderr=True)
+T = TypeVar("T")
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="TOML settings file (environment MF_… overrides it).")
+]
+
+
+class _State:
+    config: Path | None = None
+
+
+@app.callback()
+def _main(config: ConfigOption = None) -> None:
+    _State.config = config
+
+
+def fail(message: str) -> None:
+    err_console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(2)
+
+
+def settings() -> Settings:
+    try:
+        return load_settings(_State.config)
+    except ConfigFileError as err:
+        fail(str(err))
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        fail(f"setting {where}: {first['msg']} (from {_State.config or 'environment'})")
+    raise AssertionError("unreachable")
+
+
+def run(coro_factory: Callable[[], Awaitable[T]]) -> T:
+    """Run a coroutine; turn the platform's own errors and unreachable services into one line."""
+    try:
+        return asyncio.run(_with_registry_closed(coro_factory))
+    except MarketFleetError as err:
+        fail(str(err))
+    except db.DatabaseUnavailable as err:
+        fail(str(err))
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
+    raise AssertionError("unreachable")
+
+
+async def _with_registry_closed(coro_factory: Callable[[], Awaitable[T]]) -> T:
+    try:
+        return await coro_factory()
+    finally:
+        await db.close()
+
+
+# ---------------------------------------------------------------- serve
+
+
+@app.command()
+def serve(
+    demo: Annotated[bool, typer.Option(help="Also seed and simulate a demo market.")] = False,
+) -> None:
+    """Run the platform: registry, broker, CoAP, ingest and the API/dashboard."""
+    from marketfleet.serve import serve_forever
+
+    run(lambda: serve_forever(settings(), demo=demo, console=console))
+
+
+# ---------------------------------------------------------------- config
+
+
+@config_app.command("show")
+def config_show() -> None:
+    """Print the effective settings, secrets masked."""
+    console.print_json(json.dumps(masked_dump(settings())))
+
+
+# ---------------------------------------------------------------- db
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending schema migrations to the registry database (data is kept)."""
+    s = settings()
+
+    def report(event: str, app_label: str, name: str) -> None:
+        if event == "apply_done":
+            console.print(f"applied {app_label}.{name}")
+
+    run(lambda: db.upgrade(s.registry_url, progress=report))
+    console.print(f"registry at {db.redact(s.registry_url)} is up to date")
+
+
+@db_app.command("makemigrations")
+def db_makemigrations(name: Annotated[str | None, typer.Option(help="Name for the migration.")] = None) -> None:
+    """(Developers) write a migration for model changes into marketfleet/migrations."""
+    import subprocess
+
+    cmd = [sys.executable, "-m", "tortoise", "-c", "marketfleet.db.MIGRATION_CONFIG", "makemigrations"]
+    if name:
+        cmd += ["--name", name]
+    raise typer.Exit(subprocess.call(cmd))
+
+
+# ---------------------------------------------------------------- vendors and devices
+
+
+@vendor_app.command("create")
+def vendor_create(
+    code: Annotated[str, typer.Argument(help="short lowercase code, e.g. acme")],
+    name: Annotated[str, typer.Option(help="display name")],
+    contact: Annotated[str, typer.Option()] = "",
+) -> None:
+    """Create a vendor and print its API key (shown only this once)."""
+    from fleet.schemas import VendorCreate
+
+    try:
+        data = VendorCreate(code=code, name=name, contact=contact)
+    except ValidationError as err:
+        first = err.errors()[0]
+        fail(f"{first['loc'][0]}: {first['msg']}")
+        return
+    s = settings()
+
+    async def create() -> tuple[Any, str]:
+        from fleet.registry import Registry
+        from marketfleet.platform import master_key
+
+        await db.connect(s.registry_url)
+        return await Registry(master_key=master_key(s)).create_vendor(data)
+
+    vendor, api_key = run(create)
+    console.print(f"vendor [bold]{vendor.code}[/] created (id {vendor.id})")
+    console.print(f"API key (store it now, it is not shown again): [bold]{api_key}[/]", soft_wrap=True)
+
+
+@device_app.command("import")
+def device_import(
+    csv_file: Annotated[Path, typer.Argument(help="CSV with a header: serial,kind[,model,market,stall,name,…]")],
+    vendor: Annotated[str, typer.Option(help="vendor code the devices belong to")],
+    out: Annotated[Path, typer.Option(help="where to write the issued credentials (CSV)")] = Path(
+        "credentials.csv"
+    ),
+) -> None:
+    """Register devices from a CSV file, idempotent by serial; new credentials go to --out."""
+    from marketfleet.device_import import CsvImportError, import_devices, read_devices_csv, write_credentials
+
+    try:
+        rows = read_devices_csv(csv_file)
+    except CsvImportError as err:
+        fail(str(err))
+        return
+    s = settings()
+    result = run(lambda: import_devices(s, vendor, rows, console))
+    write_credentials(result, out)
+    console.print(
+        f"{result.created} created, {result.existing} already registered, {result.failed} failed;"
+        f" credentials of new devices written to {out}"
+    )
+    for row in result.rows:
+        if row.status == "error":
+            err_console.print(f"{csv_file} line {row.row + 2}: {row.error}", highlight=False)
+    if result.failed:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,36 @@
+"""`marketfleet serve`: run every configured part in one process until interrupted."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+
+import uvicorn
+from rich.console import Console
+
+from marketfleet.platform import running_platform
+from marketfleet.settings import Settings
+
+
+async def serve_forever(settings: Settings, *, demo: bool, console: Console) -> None:
+    async with running_platform(settings) as platform:
+        if demo:
+            from marketfleet.demo import seed_demo
+
+            await seed_demo(platform, console)
+        config = uvicorn.Config(
+            platform.app,
+            host=settings.api.host,
+            port=settings.api.port,
+            log_level="warning",
+            lifespan="off",
+        )
+        server = uvicorn.Server(config)
+        console.print(
+            f"MarketFleet on http://{settings.api.host}:{settings.api.port}/ "
+            f"(API docs /docs); admin token in {settings.data_dir / 'admin.token'}"
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: setattr(server, "should_exit", True))
+        await server.serve()

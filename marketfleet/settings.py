@@ -1,0 +1,132 @@
+"""Effective settings: environment variables `MF_…` over an optional TOML file over embedded defaults.
+
+Validated once at start-up; everything else receives the parts it needs as arguments.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+
+class RegistrySettings(BaseModel):
+    # sqlite://{data_dir}/registry.sqlite3 when empty; postgres://user:pass@host:port/db for PostgreSQL
+    url: str = ""
+
+
+class SqliteTelemetrySettings(BaseModel):
+    backend: Literal["sqlite"] = "sqlite"
+    path: str = ""  # {data_dir}/telemetry.sqlite3 when empty
+
+
+class InfluxTelemetrySettings(BaseModel):
+    backend: Literal["influxdb"]
+    url: str = "http://127.0.0.1:8086"
+    database: str = "marketfleet"
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    retention: str = "156w"  # SZ 6.11.2 b: keep three years
+    batch_size: int = 5000
+    flush_interval_s: float = 0.2
+
+
+TelemetrySettings = Annotated[
+    SqliteTelemetrySettings | InfluxTelemetrySettings, Field(discriminator="backend")
+]
+
+
+class BrokerSettings(BaseModel):
+    mode: Literal["embedded", "external"] = "embedded"
+    host: str = "127.0.0.1"
+    port: int = 1883
+    # external mode: the MQTT broker the ingest workers subscribe to, and the platform's own account there
+    username: str = ""
+    password: SecretStr = SecretStr("")
+    shared_group: str = "mf-ingest"
+    max_payload_bytes: int = 64 * 1024
+    keepalive_s: int = 60
+
+
+class CoapSettings(BaseModel):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = 5683
+
+
+class ApiSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 8000
+    # the first admin API key, created at start-up when no admin exists yet
+    admin_token: SecretStr = SecretStr("")
+    max_bulk_devices: int = 10_000
+
+
+class Settings(BaseSettings):
+    """Everything the platform can be told. `marketfleet config show` prints the effective values."""
+
+    model_config = SettingsConfigDict(env_prefix="MF_", env_nested_delimiter="__", extra="forbid")
+
+    data_dir: Path = Path("./var")
+    # Root key that device secrets are diversified from (fleet/secrets.py); {data_dir}/master.key when empty.
+    secret_key: SecretStr = SecretStr("")
+    market_timezone: str = "Asia/Shanghai"
+    registry: RegistrySettings = RegistrySettings()
+    telemetry: TelemetrySettings = SqliteTelemetrySettings()
+    broker: BrokerSettings = BrokerSettings()
+    coap: CoapSettings = CoapSettings()
+    api: ApiSettings = ApiSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)
+
+    @property
+    def registry_url(self) -> str:
+        return self.registry.url or f"sqlite://{self.data_dir / 'registry.sqlite3'}"
+
+    @property
+    def telemetry_sqlite_path(self) -> Path:
+        if isinstance(self.telemetry, SqliteTelemetrySettings) and self.telemetry.path:
+            return Path(self.telemetry.path)
+        return self.data_dir / "telemetry.sqlite3"
+
+
+class ConfigFileError(ValueError):
+    """The TOML file given with --config cannot be read."""
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Defaults < TOML file < environment (< explicit overrides, used by tests and the CLI)."""
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            values = tomllib.loads(Path(config_file).read_text(encoding="utf-8"))
+        except FileNotFoundError as err:
+            raise ConfigFileError(f"config file not found: {config_file}") from err
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            raise ConfigFileError(f"config file {config_file} is not valid TOML: {err}") from err
+    values.update(overrides)
+    return Settings(**values)
+
+
+_URL_PASSWORD = re.compile(r"(?P<head>[a-z0-9+]+://[^:/@]+:)[^@]+@")
+
+
+def masked_dump(settings: Settings) -> dict[str, Any]:
+    """Settings as plain data with every secret (SecretStr fields, passwords inside URLs) masked."""
+    data = settings.model_dump(mode="json")
+    data["registry"]["url"] = _URL_PASSWORD.sub(r"\g<head>**********@", settings.registry_url)
+    data["data_dir"] = str(settings.data_dir)
+    return data

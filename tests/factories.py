@@ -1,0 +1,68 @@
+"""Small factories for real objects the tests need: a running platform, an HTTP server, vendors, devices."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import uvicorn
+from fastapi import FastAPI
+
+from marketfleet.platform import Platform, running_platform
+from marketfleet.settings import load_settings
+from tests.services import find_free_port
+
+
+@contextlib.asynccontextmanager
+async def start_test_platform(data_dir: Path, registry_url: str, **overrides: Any) -> AsyncIterator[Platform]:
+    settings = load_settings(
+        None,
+        data_dir=data_dir,
+        registry={"url": registry_url},
+        api={"admin_token": "test-admin-token"},
+        **overrides,
+    )
+    async with running_platform(settings) as platform:
+        yield platform
+
+
+@contextlib.asynccontextmanager
+async def serve_api(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
+    port = find_free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    task = asyncio.create_task(server.serve())
+    for _ in range(200):
+        if server.started:
+            break
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.02)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            yield client
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, 10)
+
+
+ADMIN = {"Authorization": "Bearer test-admin-token"}
+
+
+async def create_vendor(api: httpx.AsyncClient, code: str, name: str | None = None) -> str:
+    """Create a vendor through the admin API and return its API key."""
+    response = await api.post("/api/v1/admin/vendors", json={"code": code, "name": name or code}, headers=ADMIN)
+    assert response.status_code == 201, response.text
+    return str(response.json()["api_key"])
+
+
+async def ensure_market(api: httpx.AsyncClient, code: str, name: str = "Test market") -> None:
+    response = await api.post("/api/v1/admin/markets", json={"code": code, "name": name}, headers=ADMIN)
+    assert response.status_code in (201, 409), response.text
+
+
+def device_rows(count: int, kind: str = "env_sensor", prefix: str = "SN", **extra: Any) -> list[dict[str, Any]]:
+    return [{"serial": f"{prefix}{n:06d}", "kind": kind, **extra} for n in range(count)]
