@@ -193,5 +193,19 @@ def device_import(
         raise typer.Exit(1)
 
 
+@app.command()
+def bench(
+    area: Annotated[str, typer.Argument(help="registry, ingest, broker, rules, ota, esl, vision or api")],
+    quick: Annotated[bool, typer.Option(help="Smaller sizes, for a smoke run.")] = False,
+) -> None:
+    """Run a benchmark from tests/bench/ and print its table (record results in BENCHMARKS.md)."""
+    from marketfleet.bench import UnknownBenchmark, run_benchmark
+
+    try:
+        run_benchmark(area, console, quick)
+    except UnknownBenchmark as err:
+        fail(str(err))
+
+
 def main() -> None:
     app()

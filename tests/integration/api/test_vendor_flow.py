@@ -47,9 +47,8 @@ async def test_vendor_flow_end_to_end(api: httpx.AsyncClient, platform) -> None:
 
 async def test_secrets_are_stored_only_as_hashes(api: httpx.AsyncClient) -> None:
     key = await create_vendor(api, "hashco")
-    rows = (
-        await api.post("/api/v1/vendor/devices", json={"devices": device_rows(3, prefix="H")}, headers={"X-API-Key": key})
-    ).json()["rows"]
+    body = {"devices": device_rows(3, prefix="H")}
+    rows = (await api.post("/api/v1/vendor/devices", json=body, headers={"X-API-Key": key})).json()["rows"]
     for row in rows:
         stored = await Credential.get(device_id=row["device_id"])
         assert row["secret"] not in (stored.secret_hash, stored.salt)
@@ -84,7 +83,7 @@ async def test_bad_rows_are_refused_naming_row_and_field_and_nothing_is_written(
     before = await Device.filter(vendor__code="badin").count()
 
     cases = {
-        "devices[2].serial": device_rows(2, prefix="D") + [{"serial": "D000000", "kind": "scale"}],
+        "devices[2].serial": [*device_rows(2, prefix="D"), {"serial": "D000000", "kind": "scale"}],
         "devices[1].kind": [{"serial": "K1", "kind": "scale"}, {"serial": "K2", "kind": "toaster"}],
         "devices[0].keepalive_s": [{"serial": "T1", "kind": "scale", "keepalive_s": "soon"}],
         "devices[0].labels": [{"serial": "T2", "kind": "scale", "labels": ["not", "a", "map"]}],
@@ -108,7 +107,9 @@ async def test_bad_rows_are_refused_naming_row_and_field_and_nothing_is_written(
     assert "UTF-8" in not_utf8.json()["detail"]
 
     not_json = await api.post(
-        "/api/v1/vendor/devices", content=b"serial,kind\n1,scale", headers={**headers, "Content-Type": "application/json"}
+        "/api/v1/vendor/devices",
+        content=b"serial,kind\n1,scale",
+        headers={**headers, "Content-Type": "application/json"},
     )
     assert not_json.status_code == 422
     assert await Device.filter(vendor__code="badin").count() == before
