@@ -17,9 +17,13 @@ from tortoise.backends.base.executor import EXECUTOR_CACHE
 from tortoise.exceptions import DBConnectionError
 from tortoise.migrations.api import migrate
 
-# Each domain package that stores rows in the registry adds its models module here.
-MODEL_MODULES = ["fleet.models", "broker.models"]
-MIGRATIONS_MODULE = "marketfleet.migrations"
+# One tortoise app per domain that stores rows in the registry, each with its own migrations package, so
+# domains evolve their tables independently. The fleet app keeps the label "models" (FKs say "models.Device").
+APPS: dict[str, tuple[list[str], str]] = {
+    "models": (["fleet.models", "broker.models"], "marketfleet.migrations"),
+    "rules": (["rules.models"], "rules.migrations"),
+    "firmware": (["firmware.models"], "firmware.migrations"),
+}
 
 
 class DatabaseUnavailable(RuntimeError):
@@ -34,11 +38,8 @@ def tortoise_config(url: str) -> dict[str, Any]:
     return {
         "connections": {"default": url},
         "apps": {
-            "models": {
-                "models": MODEL_MODULES,
-                "default_connection": "default",
-                "migrations": MIGRATIONS_MODULE,
-            }
+            label: {"models": modules, "default_connection": "default", "migrations": migrations}
+            for label, (modules, migrations) in APPS.items()
         },
         "use_tz": True,
         "timezone": "UTC",

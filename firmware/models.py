@@ -1,0 +1,1 @@
+"""firmware tables in the registry database."""

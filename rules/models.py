@@ -1,0 +1,1 @@
+"""rules tables in the registry database."""
