@@ -13,9 +13,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import dashboard
+from api.audit import AuditMiddleware
+from api.auth import document_permissions
 from api.context import ApiContext
 from api.errors import install_error_handlers
-from api.routes import admin, catalog, vendor
+from api.routes import accounts, admin, catalog, vendor
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -87,9 +89,11 @@ def create_app(ctx: ApiContext) -> FastAPI:
             exc = StarletteHTTPException(400, "body: not decodable as UTF-8 JSON; send UTF-8 text")
         return await http_exception_handler(request, exc)
 
-    for module in (catalog, admin, vendor):
+    for module in (catalog, accounts, admin, vendor):
+        document_permissions(module.router)
         app.include_router(module.router)
     app.include_router(dashboard.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    app.add_middleware(AuditMiddleware)
     app.add_middleware(BodyLimit, max_bytes=ctx.max_body_bytes)
     return app

@@ -5,12 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from accounts.service import Accounts
 from fleet.registry import Registry
 
 
 @dataclass
 class ApiContext:
     registry: Registry
+    accounts: Accounts
     admin_token: str
     max_bulk_devices: int = 10_000
     max_body_bytes: int = 16 * 1024 * 1024

@@ -1,11 +1,9 @@
-"""Server-rendered dashboard pages. This first page is the fleet table; people and roles arrive later.
-
-Until accounts exist, the dashboard signs in with the admin token, kept in an HttpOnly cookie.
+"""Server-rendered dashboard pages. People sign in with their account; the session token is an HttpOnly
+cookie. What a page shows is scoped like the API: a manager sees their markets, a vendor its own devices.
 """
 
 from __future__ import annotations
 
-import hmac
 from pathlib import Path
 from typing import Annotated
 
@@ -13,20 +11,17 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from fastapi.templating import Jinja2Templates
 
-from api.auth import ContextDep, RegistryDep
+from accounts.permissions import Permission
+from api.auth import SESSION_COOKIE, AccountsDep, ContextDep, RegistryDep, resolve_principal
+from api.routes.accounts import client_ip
+from fleet.errors import Unauthorised
 from fleet.kinds import CATALOG, DeviceKind
 from fleet.models import DeviceStatus
 from fleet.schemas import DeviceFilter
 
 templates = Jinja2Templates(directory=Path(__file__).parent / "templates")
 router = APIRouter(include_in_schema=False)
-COOKIE = "mf_token"
 PAGE_SIZE = 50
-
-
-def _signed_in(request: Request, admin_token: str) -> bool:
-    token = request.cookies.get(COOKIE, "")
-    return bool(token) and hmac.compare_digest(token, admin_token)
 
 
 @router.get("/login", response_class=HTMLResponse)
@@ -35,18 +30,23 @@ async def login_page(request: Request, error: str | None = None) -> Response:
 
 
 @router.post("/login")
-async def login(ctx: ContextDep, token: Annotated[str, Form()]) -> Response:
-    if not hmac.compare_digest(token.strip(), ctx.admin_token):
+async def login(
+    request: Request, accounts: AccountsDep, username: Annotated[str, Form()], password: Annotated[str, Form()]
+) -> Response:
+    try:
+        token, _ = await accounts.login(username.strip(), password, ip=client_ip(request))
+    except Unauthorised:
         return RedirectResponse("/login?error=1", status_code=303)
     response = RedirectResponse("/", status_code=303)
-    response.set_cookie(COOKIE, token.strip(), httponly=True, samesite="strict")
+    response.set_cookie(SESSION_COOKIE, token, httponly=True, samesite="strict")
     return response
 
 
 @router.post("/logout")
-async def logout() -> Response:
+async def logout(request: Request, accounts: AccountsDep) -> Response:
+    await accounts.logout(request.cookies.get(SESSION_COOKIE, ""))
     response = RedirectResponse("/login", status_code=303)
-    response.delete_cookie(COOKIE)
+    response.delete_cookie(SESSION_COOKIE)
     return response
 
 
@@ -62,8 +62,11 @@ async def fleet_page(
     q: Annotated[str, Query(max_length=100)] = "",
     page: Annotated[int, Query(ge=1)] = 1,
 ) -> Response:
-    if not _signed_in(request, ctx.admin_token):
+    principal = await resolve_principal(request, ctx)
+    if principal is None:
         return RedirectResponse("/login", status_code=303)
+    if not (principal.can(Permission.FLEET_READ) or principal.can(Permission.VENDOR_SELF)):
+        return RedirectResponse("/login?error=2", status_code=303)
     flt = DeviceFilter(
         kind=DeviceKind(kind) if kind in DeviceKind._value2member_map_ else None,
         market=market or None,
@@ -71,8 +74,12 @@ async def fleet_page(
         online={"yes": True, "no": False}.get(online),
         q=q or None,
     )
-    total, devices = await registry.list_devices(flt, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE)
-    markets = await registry.list_markets()
+    if principal.vendor_id is not None:
+        flt = flt.model_copy(update={"vendor_id": principal.vendor_id})
+    total, devices = await registry.list_devices(
+        flt, limit=PAGE_SIZE, offset=(page - 1) * PAGE_SIZE, markets=principal.markets
+    )
+    markets = await registry.list_markets(principal.markets)
     return templates.TemplateResponse(
         request,
         "fleet.html",
@@ -84,6 +91,7 @@ async def fleet_page(
             "kinds": list(CATALOG.values()),
             "markets": markets,
             "statuses": list(DeviceStatus),
+            "principal": principal,
             "filters": {"kind": kind, "market": market, "status": status, "online": online, "q": q},
         },
     )

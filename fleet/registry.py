@@ -6,7 +6,7 @@ device is `NotFound`, never `Forbidden`, so ids cannot be probed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -79,8 +79,9 @@ class Registry:
             raise Conflict(f"market {data.code!r} already exists")
         return await Market.create(**data.model_dump())
 
-    async def list_markets(self) -> list[Market]:
-        return await Market.all().order_by("code")
+    async def list_markets(self, markets: Collection[str] | None = None) -> list[Market]:
+        query = Market.all() if markets is None else Market.filter(code__in=list(markets))
+        return await query.order_by("code")
 
     async def get_market(self, code: str) -> Market:
         market = await Market.get_or_none(code=code)
@@ -230,17 +231,24 @@ class Registry:
         existing_count = sum(r.status == "existing" for r in results)
         return BulkResult(created=len(to_create), existing=existing_count, failed=failed, rows=results)
 
-    async def get_device(self, device_id: str, vendor: Vendor | None = None) -> Device:
+    async def get_device(
+        self, device_id: str, vendor: Vendor | None = None, markets: Collection[str] | None = None
+    ) -> Device:
+        """A device as `vendor` (its own only) or a person scoped to `markets` may see it; else NotFound."""
         query = Device.filter(id=device_id)
         if vendor is not None:
             query = query.filter(vendor=vendor)
+        if markets is not None:
+            query = query.filter(market_id__in=list(markets))
         device = await query.first()
         if device is None:
             raise NotFound(f"device {device_id!r} not found")
         return device
 
-    async def update_device(self, device_id: str, data: DeviceUpdate, vendor: Vendor | None = None) -> Device:
-        device = await self.get_device(device_id, vendor)
+    async def update_device(
+        self, device_id: str, data: DeviceUpdate, markets: Collection[str] | None = None
+    ) -> Device:
+        device = await self.get_device(device_id, markets=markets)
         changes = data.model_dump(exclude_unset=True)
         if "market" in changes:
             code = changes.pop("market")
@@ -265,11 +273,18 @@ class Registry:
         return device
 
     async def list_devices(
-        self, flt: DeviceFilter, limit: int = 50, offset: int = 0, vendor: Vendor | None = None
+        self,
+        flt: DeviceFilter,
+        limit: int = 50,
+        offset: int = 0,
+        vendor: Vendor | None = None,
+        markets: Collection[str] | None = None,
     ) -> tuple[int, list[Device]]:
         query = Device.all()
         if vendor is not None:
             query = query.filter(vendor=vendor)
+        if markets is not None:
+            query = query.filter(market_id__in=list(markets))
         if flt.vendor_id is not None:
             query = query.filter(vendor_id=flt.vendor_id)
         if flt.kind is not None:

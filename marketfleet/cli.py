@@ -22,10 +22,12 @@ config_app = typer.Typer(no_args_is_help=True, help="Inspect settings.")
 db_app = typer.Typer(no_args_is_help=True, help="Registry database schema.")
 vendor_app = typer.Typer(no_args_is_help=True, help="Hardware vendors.")
 device_app = typer.Typer(no_args_is_help=True, help="Devices.")
+user_app = typer.Typer(no_args_is_help=True, help="People's accounts.")
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(vendor_app, name="vendor")
 app.add_typer(device_app, name="device")
+app.add_typer(user_app, name="user")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -161,6 +163,33 @@ def vendor_create(
     vendor, api_key = run(create)
     console.print(f"vendor [bold]{vendor.code}[/] created (id {vendor.id})")
     console.print(f"API key (store it now, it is not shown again): [bold]{api_key}[/]", soft_wrap=True)
+
+
+@user_app.command("create")
+def user_create(
+    username: Annotated[str, typer.Argument()],
+    role: Annotated[str, typer.Option(help="admin, maintainer, manager or vendor")],
+    market: Annotated[list[str] | None, typer.Option(help="market code the person may see (repeat)")] = None,
+    vendor: Annotated[str | None, typer.Option(help="vendor code, for the vendor role")] = None,
+    password: Annotated[str, typer.Option(prompt=True, hide_input=True, confirmation_prompt=True)] = "",
+) -> None:
+    """Create a person's account (the password is asked for, not echoed)."""
+    from accounts.service import Accounts, UserCreate
+
+    try:
+        data = UserCreate(username=username, password=password, role=role, markets=market or [], vendor=vendor)
+    except ValidationError as err:
+        first = err.errors()[0]
+        fail(f"{'.'.join(str(p) for p in first['loc']) or 'input'}: {first['msg']}")
+        return
+    s = settings()
+
+    async def create() -> Any:
+        await db.connect(s.registry_url)
+        return await Accounts().create_user(data)
+
+    user = run(create)
+    console.print(f"user [bold]{user.username}[/] ({user.role.value}) created")
 
 
 @device_app.command("import")

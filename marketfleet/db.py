@@ -21,6 +21,7 @@ from tortoise.migrations.api import migrate
 # domains evolve their tables independently. The fleet app keeps the label "models" (FKs say "models.Device").
 APPS: dict[str, tuple[list[str], str]] = {
     "models": (["fleet.models", "broker.models"], "marketfleet.migrations"),
+    "accounts": (["accounts.models"], "accounts.migrations"),
     "rules": (["rules.models"], "rules.migrations"),
     "firmware": (["firmware.models"], "firmware.migrations"),
 }

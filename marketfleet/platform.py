@@ -13,6 +13,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from accounts.service import Accounts
 from api import create_app
 from api.context import ApiContext
 from fleet.registry import Registry
@@ -51,7 +52,11 @@ async def start_platform(settings: Settings) -> Platform:
     stack.push_async_callback(db.close)
     registry = Registry(master_key=master_key(settings))
     token = admin_token(settings)
-    ctx = ApiContext(registry=registry, admin_token=token, max_bulk_devices=settings.api.max_bulk_devices)
+    accounts = Accounts()
+    await accounts.ensure_bootstrap_admin(token)
+    ctx = ApiContext(
+        registry=registry, accounts=accounts, admin_token=token, max_bulk_devices=settings.api.max_bulk_devices
+    )
     app = create_app(ctx)
     return Platform(settings=settings, registry=registry, admin_token=token, app=app, _stack=stack)
 

@@ -1,4 +1,4 @@
-"""Admin and maintainer endpoints: markets, vendors, and the whole fleet."""
+"""Admin, maintainer and manager endpoints: markets, vendors, and the fleet (scoped to the caller's markets)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, status
 
-from api.auth import AdminDep, RegistryDep
+from api.auth import FleetRead, FleetWrite, PlatformAdmin, RegistryDep
 from fleet.kinds import DeviceKind
 from fleet.models import DeviceStatus
 from fleet.schemas import (
@@ -25,39 +25,40 @@ from fleet.schemas import (
     VendorPublic,
 )
 
-router = APIRouter(prefix="/api/v1/admin", tags=["admin"], dependencies=[AdminDep])
+router = APIRouter(prefix="/api/v1/admin", tags=["admin"])
 
 
 @router.post("/markets", status_code=status.HTTP_201_CREATED, response_model=MarketPublic)
-async def create_market(data: MarketCreate, registry: RegistryDep) -> MarketPublic:
+async def create_market(data: MarketCreate, registry: RegistryDep, _: PlatformAdmin) -> MarketPublic:
     return MarketPublic.model_validate(await registry.create_market(data))
 
 
 @router.get("/markets", response_model=list[MarketPublic])
-async def list_markets(registry: RegistryDep) -> list[MarketPublic]:
-    return [MarketPublic.model_validate(m) for m in await registry.list_markets()]
+async def list_markets(registry: RegistryDep, who: FleetRead) -> list[MarketPublic]:
+    return [MarketPublic.model_validate(m) for m in await registry.list_markets(who.markets)]
 
 
 @router.post("/markets/{code}/stalls", status_code=status.HTTP_201_CREATED)
-async def create_stall(code: str, data: StallCreate, registry: RegistryDep) -> dict[str, object]:
+async def create_stall(code: str, data: StallCreate, registry: RegistryDep, _: PlatformAdmin) -> dict[str, object]:
     stall = await registry.create_stall(code, data)
     return {"id": stall.id, "market": code, **data.model_dump()}
 
 
 @router.post("/vendors", status_code=status.HTTP_201_CREATED, response_model=VendorCreated)
-async def create_vendor(data: VendorCreate, registry: RegistryDep) -> VendorCreated:
+async def create_vendor(data: VendorCreate, registry: RegistryDep, _: PlatformAdmin) -> VendorCreated:
     vendor, api_key = await registry.create_vendor(data)
     return VendorCreated(**VendorPublic.model_validate(vendor).model_dump(), api_key=api_key)
 
 
 @router.get("/vendors", response_model=list[VendorPublic])
-async def list_vendors(registry: RegistryDep) -> list[VendorPublic]:
+async def list_vendors(registry: RegistryDep, _: FleetRead) -> list[VendorPublic]:
     return [VendorPublic.model_validate(v) for v in await registry.list_vendors()]
 
 
 @router.get("/devices", response_model=Page[DevicePublic])
 async def list_devices(
     registry: RegistryDep,
+    who: FleetRead,
     kind: DeviceKind | None = None,
     market: str | None = None,
     status_: Annotated[DeviceStatus | None, Query(alias="status")] = None,
@@ -71,37 +72,43 @@ async def list_devices(
     flt = DeviceFilter(
         kind=kind, market=market, status=status_, online=online, vendor_id=vendor_id, q=q, label=label
     )
-    total, items = await registry.list_devices(flt, limit=limit, offset=offset)
+    total, items = await registry.list_devices(flt, limit=limit, offset=offset, markets=who.markets)
     return Page[DevicePublic](
         total=total, limit=limit, offset=offset, items=[DevicePublic.model_validate(d) for d in items]
     )
 
 
 @router.get("/devices/{device_id}", response_model=DevicePublic)
-async def get_device(device_id: str, registry: RegistryDep) -> DevicePublic:
-    return DevicePublic.model_validate(await registry.get_device(device_id))
+async def get_device(device_id: str, registry: RegistryDep, who: FleetRead) -> DevicePublic:
+    return DevicePublic.model_validate(await registry.get_device(device_id, markets=who.markets))
 
 
 @router.patch("/devices/{device_id}", response_model=DevicePublic)
-async def update_device(device_id: str, data: DeviceUpdate, registry: RegistryDep) -> DevicePublic:
-    return DevicePublic.model_validate(await registry.update_device(device_id, data))
+async def update_device(device_id: str, data: DeviceUpdate, registry: RegistryDep, who: FleetWrite) -> DevicePublic:
+    return DevicePublic.model_validate(await registry.update_device(device_id, data, markets=who.markets))
 
 
 @router.get("/devices/{device_id}/credentials", response_model=list[CredentialPublic])
-async def list_device_credentials(device_id: str, registry: RegistryDep) -> list[CredentialPublic]:
+async def list_device_credentials(device_id: str, registry: RegistryDep, who: FleetRead) -> list[CredentialPublic]:
+    await registry.get_device(device_id, markets=who.markets)
     return [CredentialPublic.model_validate(c) for c in await registry.list_credentials(device_id)]
 
 
 @router.post("/devices/{device_id}/credentials/revoke")
-async def revoke_device_credentials(device_id: str, registry: RegistryDep) -> dict[str, int]:
+async def revoke_device_credentials(device_id: str, registry: RegistryDep, who: FleetWrite) -> dict[str, int]:
+    await registry.get_device(device_id, markets=who.markets)
     return {"revoked": await registry.revoke_credentials(device_id)}
 
 
 @router.post("/devices/{device_id}/metrology", status_code=status.HTTP_201_CREATED, response_model=MetrologyPublic)
-async def add_metrology(device_id: str, data: MetrologyCreate, registry: RegistryDep) -> MetrologyPublic:
+async def add_metrology(
+    device_id: str, data: MetrologyCreate, registry: RegistryDep, who: FleetWrite
+) -> MetrologyPublic:
+    await registry.get_device(device_id, markets=who.markets)
     return MetrologyPublic.model_validate(await registry.add_metrology_record(device_id, data))
 
 
 @router.get("/devices/{device_id}/metrology", response_model=list[MetrologyPublic])
-async def list_metrology(device_id: str, registry: RegistryDep) -> list[MetrologyPublic]:
+async def list_metrology(device_id: str, registry: RegistryDep, who: FleetRead) -> list[MetrologyPublic]:
+    await registry.get_device(device_id, markets=who.markets)
     return [MetrologyPublic.model_validate(r) for r in await registry.metrology_records(device_id)]

@@ -137,9 +137,19 @@ def test_serve_demo_answers_on_dashboard_docs_and_health(tmp_path: Path) -> None
         assert httpx.get(f"{base}/", follow_redirects=True).status_code == 200
         token = (tmp_path / "var" / "admin.token").read_text().strip()
         with httpx.Client(base_url=base) as client:
-            client.post("/login", data={"token": token})
+            client.post("/login", data={"username": "admin", "password": token})
             page = client.get("/", params={"kind": "cold_locker"})
         assert page.status_code == 200 and page.text.count("data-device=") == 2
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_user_create_then_refuses_weak_password_and_unknown_market(tmp_path: Path) -> None:
+    ok = cli(tmp_path, "user", "create", "li.na", "--role", "manager", "--password", "a long enough one")
+    assert ok.returncode == 0 and "li.na" in ok.stdout
+    weak = cli(tmp_path, "user", "create", "wang", "--role", "manager", "--password", "short")
+    assert weak.returncode == 2 and "password" in weak.stderr
+    nowhere = cli(tmp_path, "user", "create", "zhao", "--role", "manager", "--market", "NOWHERE",
+                  "--password", "a long enough one")
+    assert nowhere.returncode == 2 and "unknown market" in nowhere.stderr
