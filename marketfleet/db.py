@@ -22,6 +22,7 @@ from tortoise.migrations.api import migrate
 APPS: dict[str, tuple[list[str], str]] = {
     "models": (["fleet.models", "broker.models"], "marketfleet.migrations"),
     "accounts": (["accounts.models"], "accounts.migrations"),
+    "compliance": (["compliance.models"], "compliance.migrations"),
     "rules": (["rules.models"], "rules.migrations"),
     "firmware": (["firmware.models"], "firmware.migrations"),
 }

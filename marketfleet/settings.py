@@ -50,6 +50,11 @@ class BrokerSettings(BaseModel):
     shared_group: str = "mf-ingest"
     max_payload_bytes: int = 64 * 1024
     keepalive_s: int = 60
+    # external mode: ingest clients sharing the load, and Mosquitto's dynamic-security admin account (empty:
+    # broker accounts are managed outside the platform, e.g. EMQX HTTP auth — docs/scale-out.md)
+    workers: int = Field(default=1, ge=1, le=64)
+    admin_username: str = ""
+    admin_password: SecretStr = SecretStr("")
 
 
 class CoapSettings(BaseModel):

@@ -19,13 +19,16 @@ from tests.services import find_free_port
 
 @contextlib.asynccontextmanager
 async def start_test_platform(data_dir: Path, registry_url: str, **overrides: Any) -> AsyncIterator[Platform]:
-    settings = load_settings(
-        None,
-        data_dir=data_dir,
-        registry={"url": registry_url},
-        api={"admin_token": "test-admin-token"},
-        **overrides,
-    )
+    values: dict[str, Any] = {
+        "data_dir": data_dir,
+        "registry": {"url": registry_url},
+        "api": {"admin_token": "test-admin-token"},
+        "broker": {"port": find_free_port()},
+        "coap": {"port": find_free_port()},
+    }
+    for key, value in overrides.items():
+        values[key] = {**values[key], **value} if isinstance(value, dict) and key in values else value
+    settings = load_settings(None, **values)
     async with running_platform(settings) as platform:
         yield platform
 
