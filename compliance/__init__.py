@@ -26,7 +26,6 @@ from compliance.providers import (
     TelemetrySequenceStats,
 )
 from compliance.requirements import (
-    STANDARD_ONLY_KINDS,
     Requirement,
     Standard,
     StandardItem,
@@ -52,7 +51,6 @@ from compliance.service import ComplianceService, setup
 __all__ = [
     "LOSS_LIMIT",
     "ONLINE_FLOOR",
-    "STANDARD_ONLY_KINDS",
     "ComplianceService",
     "ConformanceReport",
     "DeviceFacts",

@@ -20,7 +20,6 @@ from compliance.requirements import (
     load_standards,
 )
 from compliance.schemas import ConformanceReport, ItemResult, ItemStatus, SpecKey, SpecKeys
-from fleet.kinds import DeviceKind
 
 __all__ = ["check_model", "evaluate_item", "items_for", "spec_keys_for"]
 
@@ -203,8 +202,7 @@ def spec_keys_for(kind: str, standards: Sequence[Standard] | None = None) -> Spe
         if isinstance(requirement.equals, str):
             entry.values = sorted({*(entry.values or []), requirement.equals})
         _attach(entry, item)
-    registrable = kind in {k.value for k in DeviceKind}
-    return SpecKeys(kind=kind, registrable=registrable, keys=list(keys.values()))
+    return SpecKeys(kind=kind, keys=list(keys.values()))
 
 
 def _attach(entry: SpecKey, item: StandardItem) -> None:

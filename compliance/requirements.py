@@ -21,7 +21,6 @@ from fleet.kinds import DeviceKind
 
 __all__ = [
     "STANDARDS_DIR",
-    "STANDARD_ONLY_KINDS",
     "IpCode",
     "Parameter",
     "Requirement",
@@ -36,18 +35,14 @@ __all__ = [
 
 STANDARDS_DIR = Path(__file__).parent / "standards"
 
-#: Kinds the standards describe that the fleet catalog (fleet/kinds.py) cannot register yet. Their models can be
-#: checked; the scorecard reports their items as unknown until fleet adds the kind.
-STANDARD_ONLY_KINDS: tuple[str, ...] = ("inspection_tablet", "broadcast")
 
 _KEY = r"^[a-z][a-z0-9_]*$"
 _IP = re.compile(r"^IP([0-6X])([0-9X])K?$", re.IGNORECASE)
 
 
 def known_kinds() -> tuple[str, ...]:
-    """Every kind a standards item may name: the fleet's kinds, then the standard-only ones."""
-    fleet = tuple(k.value for k in DeviceKind)
-    return (*fleet, *(k for k in STANDARD_ONLY_KINDS if k not in fleet))
+    """Every kind a standards item may name: the fleet catalog's kinds."""
+    return tuple(k.value for k in DeviceKind)
 
 
 class StandardsInvalid(ValueError):

@@ -102,7 +102,6 @@ class SpecKey(BaseModel):
 
 class SpecKeys(BaseModel):
     kind: str
-    registrable: bool = Field(description="false for kinds fleet/kinds.py does not have yet")
     keys: list[SpecKey]
 
 

@@ -34,7 +34,6 @@ from compliance.facts import (
 )
 from compliance.requirements import Standard, load_standards, select_standards
 from compliance.schemas import Scorecard, ScorecardTotal, ScoreItem, ScoreStatus
-from fleet.kinds import DeviceKind
 
 __all__ = ["ROWS", "Row", "score_market"]
 
@@ -206,10 +205,6 @@ def _status(points: float | None, max_points: float) -> ScoreStatus:
     return "not_met" if points <= 0 else "partly"
 
 
-def _registrable(kind: str) -> bool:
-    return kind in {k.value for k in DeviceKind}
-
-
 @dataclass
 class _Card:
     facts: MarketFacts
@@ -228,11 +223,6 @@ class _Card:
 
     def model_criterion(self, row_id: str, kind: str, prefix: str) -> None:
         """A row whose criterion is the model itself (scale type approval, detector channels, tablet)."""
-        if not _registrable(kind):
-            self.add(row_id, None, {"registrable": False},
-                     [f"fleet/kinds.py has no '{kind}' kind yet, so these devices cannot be registered; check their "
-                      "models with POST /api/v1/compliance/check-model."])
-            return
         devices = self.facts.of_kind(kind)
         if not devices:
             self.add(row_id, 0.0, {"devices": 0}, [f"Register the market's {kind} devices ({prefix})."])
@@ -294,12 +284,8 @@ def _sz_hardware(card: _Card) -> None:
 
     card.present("sz-a1-public-screen", "display", "SZ 6.6", facts.screens("public"),
                  "Install a public screen (a display with screen = public) (SZ 6.6.1).")
-    if _registrable("broadcast"):
-        card.present("sz-a1-broadcast", "broadcast", "SZ 6.7", facts.of_kind("broadcast"),
-                     "Connect the broadcast system (SZ 6.7.1).")
-    else:
-        card.add("sz-a1-broadcast", None, {"registrable": False},
-                 ["fleet/kinds.py has no 'broadcast' kind: attest the system on site (SNR ≥ 15 dB, SZ 6.7.3 b)."])
+    card.present("sz-a1-broadcast", "broadcast", "SZ 6.7", facts.of_kind("broadcast"),
+                 "Connect the broadcast system (SZ 6.7.1).")
 
     layout, cameras = facts.layout, facts.of_kind("camera")
     required = cameras_required(layout.floor_area_m2) if layout else None

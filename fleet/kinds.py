@@ -28,6 +28,8 @@ class DeviceKind(StrEnum):
     COLD_LOCKER = "cold_locker"
     THERMOMETER = "thermometer"
     DISPLAY = "display"
+    INSPECTION_TABLET = "inspection_tablet"
+    BROADCAST = "broadcast"
 
 
 class Channel(StrEnum):
@@ -71,6 +73,19 @@ class FaultEvent(Payload):
     type: Literal["fault"] = "fault"
     code: str = Field(min_length=1, max_length=64)
     message: str = Field(default="", max_length=500)
+
+
+class OtaStatus(Payload):
+    """Progress of a firmware job on the device (docs/ota.md); an ESL base station reports for its labels.
+
+    `job_id` is the id from the job announcement on `down/ota`; `state` follows the job's state machine.
+    """
+
+    type: Literal["ota_status"] = "ota_status"
+    job_id: str = Field(min_length=1, max_length=64)
+    state: Literal["downloading", "verifying", "installing", "rebooting", "succeeded", "failed"]
+    progress: int = Field(default=0, ge=0, le=100)  # percent of the job done, as the device sees it
+    reason: str | None = Field(default=None, max_length=200)  # why it failed: hash_mismatch, bad_signature …
 
 
 # ---------------------------------------------------------------- scale (BJ 4.2.4, 5.3.5 a; SZ 6.2; HZ 7.2.1.2)
@@ -136,7 +151,7 @@ class ScalePriceSet(Payload):
 
 
 ScaleEvent = Annotated[
-    ScaleTransaction | ScaleSelfCheck | ScaleTamper | ScaleCalibrated | ScalePriceSet | FaultEvent,
+    ScaleTransaction | ScaleSelfCheck | ScaleTamper | ScaleCalibrated | ScalePriceSet | FaultEvent | OtaStatus,
     Field(discriminator="type"),
 ]
 
@@ -194,7 +209,7 @@ class EslScanned(Payload):
     product_code: str = Field(min_length=1, max_length=32)
 
 
-EslEvent = Annotated[EslShown | EslScanned | FaultEvent, Field(discriminator="type")]
+EslEvent = Annotated[EslShown | EslScanned | FaultEvent | OtaStatus, Field(discriminator="type")]
 
 
 class EslState(Health):
@@ -245,7 +260,7 @@ class LabelLeft(Payload):
     label_id: str = Field(min_length=1, max_length=64)
 
 
-BaseStationEvent = Annotated[LabelJoined | LabelLeft | FaultEvent, Field(discriminator="type")]
+BaseStationEvent = Annotated[LabelJoined | LabelLeft | FaultEvent | OtaStatus, Field(discriminator="type")]
 
 
 class RelayToLabel(Payload):
@@ -289,7 +304,7 @@ class VisionDetection(Payload):
     evidence_url: str | None = None
 
 
-CameraEvent = Annotated[VisionDetection | FaultEvent, Field(discriminator="type")]
+CameraEvent = Annotated[VisionDetection | FaultEvent | OtaStatus, Field(discriminator="type")]
 
 
 class CameraState(Health):
@@ -327,7 +342,7 @@ class FoodTestResult(Payload):
     inspector: str | None = Field(default=None, max_length=64)
 
 
-FoodDetectorEvent = Annotated[FoodTestResult | FaultEvent, Field(discriminator="type")]
+FoodDetectorEvent = Annotated[FoodTestResult | FaultEvent | OtaStatus, Field(discriminator="type")]
 
 
 class FoodDetectorState(Health):
@@ -369,7 +384,7 @@ class FireEquipmentFault(Payload):
     cleared: bool = False
 
 
-FireEvent = Annotated[FireAlarm | FireEquipmentFault | FaultEvent, Field(discriminator="type")]
+FireEvent = Annotated[FireAlarm | FireEquipmentFault | FaultEvent | OtaStatus, Field(discriminator="type")]
 
 
 # ---------------------------------------------------------------- cold-chain locker (SZ 6.14.4)
@@ -393,7 +408,7 @@ class DoorChanged(Payload):
     door: DoorState
 
 
-LockerEvent = Annotated[DoorChanged | FaultEvent, Field(discriminator="type")]
+LockerEvent = Annotated[DoorChanged | FaultEvent | OtaStatus, Field(discriminator="type")]
 
 
 class DisableCompartment(Payload):
@@ -426,7 +441,7 @@ class FeverDetected(Payload):
     snapshot_url: str | None = None
 
 
-ThermometerEvent = Annotated[FeverDetected | FaultEvent, Field(discriminator="type")]
+ThermometerEvent = Annotated[FeverDetected | FaultEvent | OtaStatus, Field(discriminator="type")]
 
 
 # ---------------------------------------------------------------- displays (SZ 6.5–6.7; BJ 4.2.3)
@@ -453,10 +468,153 @@ class DisplayState(Health):
     content_id: str | None = None
 
 
+# ---------------------------------------------------------------- inspection tablet (SZ 6.4.1)
+
+
+class TabletTelemetry(Payload):
+    """One point of the patrol track (巡检轨迹), sent while a patrol is under way, and the battery level."""
+
+    battery_pct: float = Field(ge=0, le=100)
+    lat: float | None = Field(default=None, ge=-90, le=90)
+    lon: float | None = Field(default=None, ge=-180, le=180)
+    stall_code: str | None = Field(default=None, max_length=32)  # the stall nearest the tablet, if known
+    patrol_id: str | None = Field(default=None, max_length=64)
+
+
+class PatrolStarted(Payload):
+    type: Literal["patrol_started"] = "patrol_started"
+    patrol_id: str = Field(min_length=1, max_length=64)
+    inspector: str = Field(min_length=1, max_length=64)
+    route: list[str] = Field(default_factory=list, max_length=2000)  # stall codes planned for this patrol
+
+
+class PatrolRecord(Payload):
+    """The check of one stall on a patrol (日常巡检, 一户一码): what was checked and what was found."""
+
+    type: Literal["patrol_record"] = "patrol_record"
+    patrol_id: str = Field(min_length=1, max_length=64)
+    stall_code: str = Field(min_length=1, max_length=32)
+    items: dict[str, bool] = Field(default_factory=dict, max_length=50)  # check item -> passed
+    result: Literal["ok", "problem"]
+    note: str = Field(default="", max_length=500)
+
+
+class ProblemPhoto(Payload):
+    """A problem photographed on patrol (异常情况拍照上传). The event names the photo by its SHA-256 (and where
+    the tablet uploaded it), so the event stays small and the evidence cannot be swapped afterwards."""
+
+    type: Literal["problem_photo"] = "problem_photo"
+    patrol_id: str | None = Field(default=None, max_length=64)
+    stall_code: str | None = Field(default=None, max_length=32)
+    category: str = Field(min_length=1, max_length=32)  # hygiene, price_tag, aisle_blocked, fire_exit …
+    description: str = Field(default="", max_length=500)
+    photo_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    photo_url: str | None = Field(default=None, max_length=500)
+
+
+class PatrolFinished(Payload):
+    type: Literal["patrol_finished"] = "patrol_finished"
+    patrol_id: str = Field(min_length=1, max_length=64)
+    stalls_checked: int = Field(ge=0)
+    problems: int = Field(ge=0)
+
+
+TabletEvent = Annotated[
+    PatrolStarted | PatrolRecord | ProblemPhoto | PatrolFinished | FaultEvent | OtaStatus,
+    Field(discriminator="type"),
+]
+
+
+class AssignPatrol(Payload):
+    command: Literal["assign_patrol"] = "assign_patrol"
+    patrol_id: str = Field(min_length=1, max_length=64)
+    route: list[str] = Field(min_length=1, max_length=2000)
+    due: datetime | None = None
+
+
+TabletCommand = Annotated[AssignPatrol | Reboot | Ping, Field(discriminator="command")]
+
+
+class TabletState(Health):
+    os: str | None = Field(default=None, max_length=32)
+    storage_free_gb: float | None = Field(default=None, ge=0)
+
+
+# ---------------------------------------------------------------- broadcast system (SZ 6.7)
+
+AudioSource = Literal["mp3", "radio", "microphone", "line_in", "tts"]
+
+
+class BroadcastTelemetry(Payload):
+    playing: bool
+    source: AudioSource | None = None
+    volume_pct: float = Field(ge=0, le=100)
+    programme: str | None = Field(default=None, max_length=64)  # what is on air: a schedule or announcement id
+    zones_active: list[str] = Field(default_factory=list, max_length=64)
+
+
+class PlaybackStarted(Payload):
+    type: Literal["playback_started"] = "playback_started"
+    programme: str = Field(min_length=1, max_length=64)
+    source: AudioSource
+    zones: list[str] = Field(default_factory=list, max_length=64)
+    scheduled: bool = False  # started by the device's own timetable (定时播放) rather than a command
+
+
+class PlaybackFinished(Payload):
+    type: Literal["playback_finished"] = "playback_finished"
+    programme: str = Field(min_length=1, max_length=64)
+    interrupted: bool = False  # cut short, e.g. by an emergency announcement
+
+
+BroadcastEvent = Annotated[PlaybackStarted | PlaybackFinished | FaultEvent | OtaStatus, Field(discriminator="type")]
+
+
+class PlayAnnouncement(Payload):
+    """Notices, food-safety and emergency messages (SZ 6.7.1); an emergency pre-empts whatever is playing."""
+
+    command: Literal["play_announcement"] = "play_announcement"
+    programme: str = Field(min_length=1, max_length=64)
+    text: str | None = Field(default=None, max_length=2000)  # spoken by the device's TTS
+    url: str | None = Field(default=None, max_length=500)  # or an MP3 to fetch
+    zones: list[str] = Field(default_factory=list, max_length=64)  # empty: every zone
+    priority: Literal["normal", "emergency"] = "normal"
+    repeat: int = Field(default=1, ge=1, le=20)
+
+
+class ScheduleEntry(Payload):
+    at: str = Field(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")  # local time of day, HH:MM
+    programme: str = Field(min_length=1, max_length=64)
+    source: AudioSource = "mp3"
+    url: str | None = Field(default=None, max_length=500)
+    loop_minutes: int | None = Field(default=None, gt=0, le=1440)  # 循环自动播放 for this long
+
+
+class SetSchedule(Payload):
+    """Replace the device's timetable (定时播放, SZ 6.7.3 d); it keeps playing it while offline."""
+
+    command: Literal["set_schedule"] = "set_schedule"
+    entries: list[ScheduleEntry] = Field(max_length=200)
+
+
+class StopPlayback(Payload):
+    command: Literal["stop_playback"] = "stop_playback"
+
+
+BroadcastCommand = Annotated[
+    PlayAnnouncement | SetSchedule | StopPlayback | Reboot | Ping, Field(discriminator="command")
+]
+
+
+class BroadcastState(Health):
+    sources: list[AudioSource] = Field(default_factory=list)
+    schedule_entries: int = Field(default=0, ge=0)
+
+
 # ---------------------------------------------------------------- the catalog
 
 GenericCommand = Annotated[Reboot | Ping, Field(discriminator="command")]
-GenericEvent = Annotated[FaultEvent, Field(discriminator="type")]
+GenericEvent = Annotated[FaultEvent | OtaStatus, Field(discriminator="type")]
 
 
 @dataclass(frozen=True)
@@ -515,6 +673,10 @@ CATALOG: dict[DeviceKind, KindSpec] = {
                  ThermometerEvent, Health, GenericCommand, ("mqtt",), ("SZ 6.8.2 c", "HZ 5.8")),
         KindSpec(DeviceKind.DISPLAY, "Display (stall or public screen)", "显示屏", DisplayTelemetry, GenericEvent,
                  DisplayState, DisplayCommand, ("mqtt",), ("SZ 6.5", "SZ 6.6", "BJ 4.2.3")),
+        KindSpec(DeviceKind.INSPECTION_TABLET, "Inspection tablet", "巡检仪", TabletTelemetry, TabletEvent,
+                 TabletState, TabletCommand, ("mqtt",), ("SZ 6.4",)),
+        KindSpec(DeviceKind.BROADCAST, "Broadcast system", "广播设备", BroadcastTelemetry, BroadcastEvent,
+                 BroadcastState, BroadcastCommand, ("mqtt",), ("SZ 6.7", "BJ 4.2.6")),
     )
 }
 

@@ -171,7 +171,7 @@ async def test_health_docs_and_kind_schemas_answer(api: httpx.AsyncClient) -> No
     for field in ("order_no", "market_code", "stall_no", "scale_id", "product_name", "weight_kg", "unit_price"):
         assert field in transaction
     assert (await api.get("/api/v1/kinds/toaster")).status_code == 404
-    assert len((await api.get("/api/v1/kinds")).json()) == 11
+    assert len((await api.get("/api/v1/kinds")).json()) == 13
 
 
 async def test_oversized_body_is_413(api: httpx.AsyncClient) -> None:

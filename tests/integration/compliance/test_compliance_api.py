@@ -213,7 +213,7 @@ async def test_the_scorecard_scores_each_hardware_row_from_the_registry(api: htt
         "sz-a1-stall-screen": ("partly", 1.0),  # 1 of 3 stalls has an online screen
         "sz-a1-emergency": ("met", 1.0),
         "sz-a1-food-detector": ("not_met", 0.0),
-        "sz-a1-inspection-tablet": ("unknown", None),
+        "sz-a1-inspection-tablet": ("not_met", 0.0),  # no tablet registered
         "zz-stall-screens": ("partly", 8.0),  # 2 dark stalls
         "zz-fire": ("met", 5.0),
         "zz-cameras": ("not_met", 0.0),  # none online

@@ -135,4 +135,3 @@ def test_spec_keys_document_type_unit_and_clauses() -> None:
     assert keys["standby_h"].clauses == ["SZ 6.4.2 c"]
     display = {k.key: k for k in spec_keys_for("display").keys}
     assert display["screen"].condition and display["screen"].values == ["public", "stall"]
-    assert not spec_keys_for("inspection_tablet").registrable and spec_keys_for("scale").registrable

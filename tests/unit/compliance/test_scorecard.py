@@ -90,9 +90,17 @@ def test_a_four_channel_detector_earns_nothing() -> None:
     assert (row.status, row.points, row.evidence["failed_clauses"]) == ("not_met", 0.0, ["SZ 6.3.1"])
 
 
-def test_tablets_are_unknown_while_the_fleet_has_no_tablet_kind() -> None:
-    row = item(MarketFacts("M1"), "sz-a1-inspection-tablet")
-    assert (row.status, row.evidence) == ("unknown", {"registrable": False})
+def test_a_market_without_tablets_or_broadcast_loses_those_points() -> None:
+    for row_id in ("sz-a1-inspection-tablet", "sz-a1-broadcast"):
+        row = item(MarketFacts("M1"), row_id)
+        assert (row.status, row.points) == ("not_met", 0.0), row_id
+
+
+def test_a_registered_broadcast_system_with_a_conforming_model_scores() -> None:
+    specs = {"gbt_50526": True, "transmission": "wired_constant_voltage", "expandable_sources": ["mp3", "radio"],
+             "timed_playback": True}
+    row = item(MarketFacts("M1", (device("b1", "broadcast", model_id=9, specs=specs),)), "sz-a1-broadcast")
+    assert (row.status, row.points) == ("met", 3.0), row.evidence
 
 
 def test_every_stall_needs_an_online_screen() -> None:
