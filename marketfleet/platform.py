@@ -1,12 +1,14 @@
 """The composition root: turns Settings into running services and stops them in reverse order.
 
-Each domain package exposes its own setup; this module only decides what runs and hands each part the
+Each domain package exposes its own `setup`; this module only decides what runs and hands each part the
 pieces it needs. Nothing else in the project builds singletons or reads the environment.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,7 +21,10 @@ from api.context import ApiContext
 from fleet.registry import Registry
 from marketfleet import db
 from marketfleet.keys import load_or_create
-from marketfleet.settings import Settings
+from marketfleet.settings import InfluxTelemetrySettings, Settings
+from telemetry import TelemetryStore, open_store
+
+SERVICE_ACCOUNT = "mf-platform"
 
 
 @dataclass
@@ -28,6 +33,7 @@ class Platform:
     registry: Registry
     admin_token: str
     app: FastAPI
+    store: TelemetryStore | None = None
     services: dict[str, Any] = field(default_factory=dict)
     _stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
@@ -44,26 +50,71 @@ def admin_token(settings: Settings) -> str:
     return settings.api.admin_token.get_secret_value() or load_or_create(settings.data_dir / "admin.token")
 
 
-async def start_platform(settings: Settings) -> Platform:
-    """Open the registry and build the API; transports and stores are added as they are configured."""
+def service_password(settings: Settings, key: bytes) -> str:
+    """The platform's own MQTT account (internal clients, ingest workers): configured, or derived."""
+    configured = settings.broker.password.get_secret_value()
+    return configured or hmac.new(key, b"mqtt-service-account", hashlib.sha256).hexdigest()
+
+
+def build_store(settings: Settings) -> TelemetryStore:
+    t = settings.telemetry
+    if isinstance(t, InfluxTelemetrySettings):
+        return open_store(
+            "influxdb", url=t.url, database=t.database, username=t.username or None,
+            password=t.password.get_secret_value() or None, retention=t.retention,
+            spool_dir=str(settings.data_dir / "telemetry-spool"), max_batch=t.batch_size,
+        )
+    return open_store("sqlite", path=settings.telemetry_sqlite_path)
+
+
+async def start_platform(settings: Settings, *, ingest: bool = True) -> Platform:
+    """Open the registry and telemetry store, start the broker/ingest side (unless `ingest=False`, for the
+    API-only role) and build the API."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    await db.connect(settings.registry_url)
     stack = contextlib.AsyncExitStack()
-    stack.push_async_callback(db.close)
-    registry = Registry(master_key=master_key(settings))
-    token = admin_token(settings)
-    accounts = Accounts()
-    await accounts.ensure_bootstrap_admin(token)
-    ctx = ApiContext(
-        registry=registry, accounts=accounts, admin_token=token, max_bulk_devices=settings.api.max_bulk_devices
-    )
-    app = create_app(ctx)
-    return Platform(settings=settings, registry=registry, admin_token=token, app=app, _stack=stack)
+    try:
+        await db.connect(settings.registry_url)
+        stack.push_async_callback(db.close)
+        key = master_key(settings)
+        registry = Registry(master_key=key)
+        token = admin_token(settings)
+        accounts = Accounts()
+        await accounts.ensure_bootstrap_admin(token)
+
+        store = build_store(settings)
+        await store.start()
+        stack.push_async_callback(store.aclose)
+        services: dict[str, Any] = {"store": store}
+
+        if ingest:
+            from broker.service import setup as setup_broker
+
+            broker = setup_broker(
+                settings.broker, registry, store,
+                username=settings.broker.username or SERVICE_ACCOUNT, password=service_password(settings, key),
+            )
+            await broker.start()
+            stack.push_async_callback(broker.aclose)
+            services.update(broker=broker, pipeline=broker.pipeline, bus=broker.bus)
+            from broker.transports import start_transports
+
+            services.update(await start_transports(settings, registry, broker.pipeline, stack))
+
+        ctx = ApiContext(
+            registry=registry, accounts=accounts, admin_token=token,
+            max_bulk_devices=settings.api.max_bulk_devices, services=services,
+        )
+        app = create_app(ctx)
+    except BaseException:
+        await stack.aclose()
+        raise
+    return Platform(settings=settings, registry=registry, admin_token=token, app=app, store=store,
+                    services=services, _stack=stack)
 
 
 @contextlib.asynccontextmanager
-async def running_platform(settings: Settings) -> AsyncIterator[Platform]:
-    platform = await start_platform(settings)
+async def running_platform(settings: Settings, *, ingest: bool = True) -> AsyncIterator[Platform]:
+    platform = await start_platform(settings, ingest=ingest)
     try:
         yield platform
     finally:

@@ -1,0 +1,114 @@
+"""The embedded MQTT broker: amqtt 0.12.1 in this process, ingest on its message hook.
+
+    hub = BrokerHub(pipeline, registry=registry, directory=directory, presence=presence,
+                    service_username="mf-platform", service_password="…")
+    async with EmbeddedBroker(hub, host="127.0.0.1", port=1883) as mqtt:
+        await mqtt.publish(topics.down_topic(market, device_id, "cmd"), b'{"id": …}')
+
+`IndexedBroker` (broker/amqtt_broker.py) replaces amqtt's linear subscription matching; the plugins
+(broker/amqtt_plugins.py) authenticate against the registry, enforce the device topic ACL and feed the
+pipeline. Register `hub` as a registry `CredentialListener` so a revocation closes the device's connection.
+"""
+
+from __future__ import annotations
+
+import logging
+from types import TracebackType
+from typing import Any, Self
+
+from broker.acks import AckPublisher
+from broker.amqtt_broker import IndexedBroker
+from broker.amqtt_plugins import BrokerHub, HubPlugin
+
+__all__ = ["PLUGINS", "EmbeddedBroker", "broker_config"]
+
+log = logging.getLogger(__name__)
+
+PLUGINS = {
+    "broker.amqtt_plugins.RegistryAuthPlugin": {},
+    "broker.amqtt_plugins.DeviceTopicACL": {},
+    "broker.amqtt_plugins.IngestPlugin": {},
+}
+
+
+def broker_config(
+    host: str, port: int, *, max_connections: int = 0, session_expiry_s: int | None = 7 * 86_400
+) -> dict[str, Any]:
+    """amqtt config of the embedded broker (plugins listed here replace amqtt's defaults)."""
+    return {
+        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}", "max_connections": max_connections}},
+        "timeout_disconnect_delay": 0,
+        # amqtt #123: a persistent session of a device that never returns is dropped after this long.
+        "session_expiry_interval": session_expiry_s,
+        "plugins": {path: dict(cfg) for path, cfg in PLUGINS.items()},
+    }
+
+
+class EmbeddedBroker:
+    def __init__(
+        self,
+        hub: BrokerHub,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        max_connections: int = 0,
+        session_expiry_s: int | None = 7 * 86_400,
+        max_offline_messages: int = 1000,
+    ) -> None:
+        self.hub = hub
+        self.host = host
+        self.port = port
+        self.max_connections = max_connections
+        self.session_expiry_s = session_expiry_s
+        self.max_offline_messages = max_offline_messages
+        self.broker: IndexedBroker | None = None
+
+    async def start(self) -> None:
+        if self.broker is not None:
+            return
+        broker = IndexedBroker(
+            broker_config(self.host, self.port, max_connections=self.max_connections,
+                          session_expiry_s=self.session_expiry_s),
+            max_offline_messages=self.max_offline_messages,
+        )
+        for plugin in broker.plugins_manager.plugins:
+            if isinstance(plugin, HubPlugin):
+                plugin.bind(self.hub)
+        self.hub.broker = broker
+        if self.hub.acks is None:
+            self.hub.acks = AckPublisher(self.hub.publish)
+        if self.hub.presence is not None:
+            broker.activity_hook = self.hub.presence.seen
+        await broker.start()
+        if self.port == 0:
+            server = broker._servers["default"].instance
+            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        self.broker = broker
+        log.info("embedded MQTT broker listening on %s:%s", self.host, self.port)
+
+    async def aclose(self) -> None:
+        broker, self.broker = self.broker, None
+        if broker is None:
+            return
+        if self.hub.acks is not None:
+            await self.hub.acks.drain()
+        await broker.shutdown()
+        if self.hub.broker is broker:
+            self.hub.broker = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def publish(self, topic: str, data: bytes, qos: int = 1) -> None:
+        """Publish from the platform (commands, config) to whoever subscribed, e.g. one device's down/cmd."""
+        await self.hub.publish(topic, data, qos)
+
+    @property
+    def running(self) -> bool:
+        return self.broker is not None

@@ -1,0 +1,160 @@
+"""External mode: an ingest worker that is an MQTT client of Mosquitto/EMQX.
+
+    async with ExternalIngest(pipeline, host=…, port=…, username=…, password=…, group="mf-ingest") as worker:
+        await worker.publish(topics.down_topic(market, device_id, "cmd"), b"…")
+
+Each worker subscribes to `$share/{group}/mf/v1/+/+/up/#`: the broker hands every uplink to exactly one
+worker of the group (round robin on Mosquitto), so several workers — processes or machines — share the load.
+Mosquitto 2.0 serves `$share/` to MQTT 3.1.1 clients too (checked in tests), so 3.1.1 is the default;
+`protocol="5"` is available for brokers that want it. Messages of one device may land on different workers:
+de-duplication stays exact because the telemetry store is idempotent (broker/ingest.py).
+
+The device identity comes from the topic: the broker's ACL (Mosquitto dynamic security provisioned by
+broker/dynsec.py, or EMQX's ACL hook) only lets a device publish under its own `mf/v1/+/{id}/up/`. A publish on
+another device's topic is dropped by the broker and never reaches ingest, so external mode cannot dead-letter
+it as `forbidden_topic` (the device still gets no ack). The ack goes to `…/down/ack` of the same market segment.
+
+The worker reconnects with backoff when the broker goes away; `connected` is set while subscribed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+from types import TracebackType
+from typing import Literal, Self
+
+import aiomqtt
+
+from broker import topics
+from broker.acks import AckPublisher
+from broker.ingest import IngestPipeline
+from broker.presence import PresenceTracker
+from broker.uplink import Uplink
+
+__all__ = ["ExternalIngest"]
+
+log = logging.getLogger(__name__)
+
+
+class ExternalIngest:
+    def __init__(
+        self,
+        pipeline: IngestPipeline,
+        *,
+        host: str,
+        port: int,
+        username: str = "",
+        password: str = "",
+        group: str = "mf-ingest",
+        client_id: str | None = None,
+        presence: PresenceTracker | None = None,
+        protocol: Literal["3.1.1", "5"] = "3.1.1",
+        keepalive_s: int = 30,
+        clean_session: bool = True,
+        reconnect_max_s: float = 10.0,
+    ) -> None:
+        self.pipeline = pipeline
+        self.host, self.port = host, port
+        self.username, self.password = username, password
+        self.group = group
+        self.client_id = client_id or f"{group}-{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+        self.presence = presence
+        self.protocol = protocol
+        self.keepalive_s = keepalive_s
+        self.clean_session = clean_session
+        self.reconnect_max_s = reconnect_max_s
+        self.connected = asyncio.Event()
+        self.received = 0
+        self.acks = AckPublisher(self.publish)
+        self._client: aiomqtt.Client | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def start(self, wait_connected_s: float | None = 10.0) -> None:
+        """Start the worker; by default wait until it is subscribed (raises TimeoutError if it cannot)."""
+        if self._task is None:
+            self._closing = False
+            self._task = asyncio.create_task(self._run(), name=f"external-ingest-{self.client_id}")
+        if wait_connected_s is not None:
+            await asyncio.wait_for(self.connected.wait(), wait_connected_s)
+
+    async def aclose(self) -> None:
+        self._closing = True
+        await self.acks.drain()
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self.connected.clear()
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def publish(self, topic: str, data: bytes, qos: int = 1) -> None:
+        """Publish as the platform (acks, commands); raises aiomqtt.MqttError while disconnected."""
+        client = self._client
+        if client is None or not self.connected.is_set():
+            raise aiomqtt.MqttError("not connected to the broker")
+        await client.publish(topic, data, qos=qos)
+
+    async def _run(self) -> None:
+        delay = 0.5
+        while not self._closing:
+            try:
+                async with aiomqtt.Client(
+                    self.host,
+                    self.port,
+                    username=self.username or None,
+                    password=self.password or None,
+                    identifier=self.client_id,
+                    protocol=aiomqtt.ProtocolVersion.V5 if self.protocol == "5" else aiomqtt.ProtocolVersion.V311,
+                    clean_session=None if self.protocol == "5" else self.clean_session,
+                    keepalive=self.keepalive_s,
+                    max_inflight_messages=1000,
+                ) as client:
+                    self._client = client
+                    await client.subscribe(topics.shared_up_filter(self.group), qos=1)
+                    self.connected.set()
+                    delay = 0.5
+                    log.info("ingest worker %s subscribed on %s:%s", self.client_id, self.host, self.port)
+                    async for message in client.messages:
+                        await self._handle(str(message.topic), message.payload)
+            except aiomqtt.MqttError as err:
+                if self._closing:
+                    break
+                log.warning("ingest worker %s: %s; reconnecting in %.1f s", self.client_id, err, delay)
+            finally:
+                self.connected.clear()
+                self._client = None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.reconnect_max_s)
+
+    async def _handle(self, topic: str, payload: object) -> None:
+        self.received += 1
+        parsed = topics.parse(topic)
+        if parsed is None or parsed.direction != "up":
+            log.debug("ignoring %s", topic)
+            return
+        data = payload if isinstance(payload, bytes) else bytes(payload) if isinstance(payload, bytearray) else (
+            str(payload).encode() if payload is not None else b""
+        )
+        if parsed.channel == "status":
+            if self.presence is not None:
+                self.presence.status(parsed.device_id, data)
+            return
+        if self.presence is not None:
+            self.presence.seen(parsed.device_id)
+        future = await self.pipeline.enqueue(Uplink("mqtt", parsed.device_id, parsed.channel, data, topic=topic))
+        self.acks.track(future, parsed.reply("ack"))

@@ -1,0 +1,274 @@
+"""The embedded broker end to end: real amqtt, real sockets, real registry and telemetry store."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from broker import topics
+from broker.bus import PresenceChanged
+from broker.models import DeadLetter
+from broker.service import BrokerParams, BrokerService, setup
+from fleet.envelope import Envelope
+from fleet.models import Device
+from fleet.registry import Registry
+from telemetry import SqliteStore
+from tests.integration.broker.conftest import env_payload, register
+from tests.integration.broker.device import TestDevice
+from tests.integration.broker.mqtt_wire import WireClient
+from tests.services import find_free_port
+
+pytestmark = pytest.mark.timeout(120)
+
+TS = "2026-11-23T08:15:02.120Z"
+SERVICE_USER, SERVICE_PASSWORD = "mf-platform", "platform-secret"
+
+
+@pytest.fixture
+async def service(registry: Registry, store: SqliteStore) -> AsyncIterator[BrokerService]:
+    params = BrokerParams(mode="embedded", port=find_free_port(), username=SERVICE_USER, password=SERVICE_PASSWORD,
+                          presence_flush_s=0.2, presence_sweep_s=0.5)
+    svc = setup(params, registry, store)
+    await svc.start()
+    try:
+        yield svc
+    finally:
+        await svc.aclose()
+
+
+async def connect(
+    service: BrokerService, device_id: str, secret: str, *, client_id: str | None = None, subscribe: bool = True
+) -> tuple[WireClient, int]:
+    """Connect like a device (persistent session) and, when accepted, subscribe to its own downlinks."""
+    client = WireClient()
+    rc = await client.connect("127.0.0.1", service.params.port, client_id or device_id, device_id, secret,
+                              clean_session=False, within=5)
+    if rc == 0 and subscribe and device_id != SERVICE_USER:
+        assert await client.subscribe([(topics.device_down_filter("M1", device_id), 1)]) == [1]
+    return client, rc
+
+
+async def next_ack(client: WireClient, within: float = 5) -> dict:
+    while True:
+        topic, payload = await asyncio.wait_for(client.messages.get(), within)
+        if topic.endswith("/down/ack"):
+            return json.loads(payload)
+
+
+async def test_device_publishes_1000_readings_stored_once_and_all_acked(
+    service: BrokerService, registry: Registry, store: SqliteStore, tmp_path: Path
+) -> None:
+    [(device_id, secret)] = (await register(registry, 1)).items()
+    device = TestDevice("127.0.0.1", service.params.port, device_id, secret, "M1", tmp_path / "outbox.sqlite3")
+    runner = asyncio.create_task(device.run())
+    try:
+        await device.wait_connected()
+        seqs = [device.produce(env_payload(i), ts=TS) for i in range(1000)]
+        await device.wait_outbox_empty(30)
+        assert device.acked == set(seqs)
+        # a replay of already stored messages is acknowledged again but not stored twice
+        await device.drop_link()
+        await device.wait_connected()
+        device.db.executemany("INSERT INTO outbox VALUES (?, 'telemetry', ?)",
+                              [(s, json.dumps({"seq": s, "ts": TS, "payload": env_payload(s)}).encode())
+                               for s in range(100)])
+        device.db.commit()
+        await device.drop_link()  # reconnect replays the outbox
+        await device.wait_outbox_empty(30)
+    finally:
+        device.stop()
+        await runner
+        device.close()
+    assert await store.count(device_id) == 1000
+    assert service.pipeline.stats.duplicates >= 100
+
+
+async def test_wrong_password_is_refused(service: BrokerService, registry: Registry) -> None:
+    [(device_id, _secret)] = (await register(registry, 1)).items()
+    _client, rc = await connect(service, device_id, "not-the-secret")
+    assert rc == 5
+    _client2, rc2 = await connect(service, "acme-nobody", "x")
+    assert rc2 == 5
+
+
+async def test_client_id_must_be_the_device_id(service: BrokerService, registry: Registry) -> None:
+    [(device_id, secret)] = (await register(registry, 1)).items()
+    _client, rc = await connect(service, device_id, secret, client_id="someone-else")
+    assert rc == 5
+
+
+async def test_revoking_disconnects_the_live_device_and_refuses_it(service: BrokerService, registry: Registry) -> None:
+    [(device_id, secret)] = (await register(registry, 1)).items()
+    client, rc = await connect(service, device_id, secret)
+    assert rc == 0
+    await registry.revoke_credentials(device_id)
+    await asyncio.wait_for(client.closed.wait(), 2)
+    _again, rc = await connect(service, device_id, secret)
+    assert rc == 5
+    new_secret = await registry.rotate_credential(device_id)
+    ok, rc = await connect(service, device_id, new_secret)
+    assert rc == 0
+    await ok.disconnect()
+
+
+async def test_revoking_cuts_a_device_that_is_busy_publishing(service: BrokerService, registry: Registry) -> None:
+    [(device_id, secret)] = (await register(registry, 1)).items()
+    client, _ = await connect(service, device_id, secret)
+    up = topics.up_topic("M1", device_id, "telemetry")
+
+    async def flood() -> None:
+        seq = 0
+        while not client.closed.is_set():
+            client.publish_nowait(up, json.dumps({"seq": seq, "payload": env_payload()}).encode())
+            seq += 1
+            await asyncio.sleep(0)
+
+    flooding = asyncio.create_task(flood())
+    await asyncio.sleep(0.3)
+    await asyncio.wait_for(registry.revoke_credentials(device_id), 2)
+    await asyncio.wait_for(client.closed.wait(), 2)
+    flooding.cancel()
+    await asyncio.gather(flooding, return_exceptions=True)
+
+
+async def test_rotation_ends_the_session_of_the_old_secret(service: BrokerService, registry: Registry) -> None:
+    [(device_id, secret)] = (await register(registry, 1)).items()
+    client, rc = await connect(service, device_id, secret)
+    assert rc == 0
+    new_secret = await registry.rotate_credential(device_id)
+    await asyncio.wait_for(client.closed.wait(), 2)
+    assert (await connect(service, device_id, secret))[1] == 5
+    fresh, rc = await connect(service, device_id, new_secret)
+    assert rc == 0
+    await fresh.disconnect()
+
+
+async def test_a_refused_connect_does_not_kick_the_real_device(service: BrokerService, registry: Registry) -> None:
+    [(device_id, secret)] = (await register(registry, 1)).items()
+    client, rc = await connect(service, device_id, secret)
+    assert rc == 0
+    _attacker, rc = await connect(service, device_id, "guess")
+    assert rc == 5
+    await asyncio.sleep(0.2)
+    assert not client.closed.is_set()
+    await client.publish(topics.up_topic("M1", device_id, "telemetry"),
+                         json.dumps({"seq": 1, "payload": env_payload()}).encode())
+    assert (await next_ack(client))["seqs"] == [1]
+    await client.disconnect()
+
+
+async def test_publish_on_another_devices_topic_is_dead_lettered_not_stored(
+    service: BrokerService, registry: Registry, store: SqliteStore
+) -> None:
+    creds = await register(registry, 2)
+    (a, secret_a), (b, _) = creds.items()
+    client, _ = await connect(service, a, secret_a)
+    watcher, rc = await connect(service, SERVICE_USER, SERVICE_PASSWORD, client_id="watcher")
+    assert rc == 0
+    assert await watcher.subscribe([(topics.UP_FILTER, 1)]) == [1]
+    body = json.dumps({"seq": 1, "payload": env_payload()}).encode()
+    await client.publish(topics.up_topic("M1", b, "telemetry"), body)
+    await client.publish(topics.down_topic("M1", b, "cmd"), b'{"command": "reboot"}')
+    await client.publish(topics.up_topic("M1", a, "telemetry"), body)  # its own: stored
+    ack = await next_ack(client)
+    assert ack["seqs"] == [1]
+    await service.pipeline.flush_dead_letters()
+    letters = await DeadLetter.filter(device_id=a, reason="forbidden_topic").order_by("id")
+    assert [letter.topic for letter in letters] == [topics.up_topic("M1", b, "telemetry"),
+                                                    topics.down_topic("M1", b, "cmd")]
+    assert await store.count(b) == 0
+    # other subscribers never saw the forbidden publishes either
+    seen = []
+    while not watcher.messages.empty():
+        seen.append(watcher.messages.get_nowait()[0])
+    assert topics.up_topic("M1", b, "telemetry") not in seen
+    await client.disconnect()
+    await watcher.disconnect()
+
+
+async def test_subscribing_to_another_devices_downlinks_is_refused(service: BrokerService, registry: Registry) -> None:
+    (a, secret_a), (b, _) = (await register(registry, 2)).items()
+    client, _ = await connect(service, a, secret_a, subscribe=False)
+    codes = await client.subscribe([
+        (topics.device_down_filter("M1", b), 1),
+        ("mf/v1/#", 1),
+        ("#", 0),
+        (topics.device_down_filter("M1", a), 1),
+        (f"mf/v1/+/{a}/down/cmd", 1),
+    ])
+    assert codes == [0x80, 0x80, 0x80, 1, 1]
+    await client.disconnect()
+
+
+async def test_bad_payloads_are_dead_lettered_while_valid_ones_between_them_are_stored(
+    service: BrokerService, registry: Registry, store: SqliteStore
+) -> None:
+    [(device_id, secret)] = (await register(registry, 1)).items()
+    client, _ = await connect(service, device_id, secret)
+    up = topics.up_topic("M1", device_id, "telemetry")
+    valid = [json.dumps({"seq": s, "ts": TS, "payload": env_payload(s)}).encode() for s in (1, 3, 5, 7)]
+    bodies = [
+        valid[0],
+        b"{this is not json",
+        valid[1],
+        json.dumps({"seq": 4, "payload": {"temperature_c": 4.2, "humidity_pct": 80, "pad": "x" * 70_000}}).encode(),
+        valid[2],
+        json.dumps({"seq": 6, "payload": {"temperature_c": 4.2, "humidity_pct": 181}}).encode(),
+        valid[3],
+        json.dumps({"seq": 8, "ts": "2099-01-01T00:00:00Z", "payload": env_payload()}).encode(),
+    ]
+    for body in bodies:
+        client.publish_nowait(up, body)
+    seqs, rejected = set(), []
+    while len(seqs) < 4 or len(rejected) < 4:
+        ack = await next_ack(client)
+        seqs.update(ack["seqs"])
+        rejected += ack["rejected"]
+    assert seqs == {1, 3, 5, 7}
+    reasons = {(r["seq"], r["reason"]) for r in rejected}
+    assert reasons == {(None, "malformed"), (None, "oversized"), (6, "schema"), (8, "future_timestamp")}
+    schema = next(r for r in rejected if r["reason"] == "schema")
+    assert schema["detail"].startswith("payload.humidity_pct:")
+    assert await store.count(device_id) == 4
+    letters = await DeadLetter.filter(device_id=device_id).order_by("id")
+    assert sorted(letter.reason for letter in letters) == ["future_timestamp", "malformed", "oversized", "schema"]
+    assert all(letter.payload is not None and len(letter.payload) <= 1024 for letter in letters)
+    await client.disconnect()
+
+
+async def test_presence_follows_connect_and_dropped_link(service: BrokerService, registry: Registry) -> None:
+    [(device_id, secret)] = (await register(registry, 1)).items()
+    events = service.bus.subscribe(kinds=(PresenceChanged,))
+    client, _ = await connect(service, device_id, secret)
+    online = await asyncio.wait_for(events.get(), 2)
+    assert (online.device_id, online.online) == (device_id, True)
+    await client.abort()
+    offline = await asyncio.wait_for(events.get(), 2)
+    assert (offline.device_id, offline.online) == (device_id, False)
+    await service.presence.flush()
+    device = await Device.get(id=device_id)
+    assert device.online is False and device.last_seen is not None
+
+
+async def test_accepted_envelopes_are_published_on_the_bus(service: BrokerService, registry: Registry) -> None:
+    [(device_id, secret)] = (await register(registry, 1)).items()
+    envelopes = service.bus.subscribe(kinds=(Envelope,))
+    client, _ = await connect(service, device_id, secret)
+    await client.publish(topics.up_topic("M1", device_id, "telemetry"),
+                         json.dumps({"seq": 42, "ts": TS, "payload": env_payload()}).encode())
+    envelope = await asyncio.wait_for(envelopes.get(), 2)
+    assert (envelope.device_id, envelope.seq, envelope.kind, envelope.market) == (device_id, 42, "env_sensor", "M1")
+    await client.disconnect()
+
+
+async def test_platform_command_reaches_the_device(service: BrokerService, registry: Registry) -> None:
+    [(device_id, secret)] = (await register(registry, 1)).items()
+    client, _ = await connect(service, device_id, secret)
+    await service.publish(topics.down_topic("M1", device_id, "cmd"), b'{"id": "1", "command": "ping"}')
+    topic, payload = await asyncio.wait_for(client.messages.get(), 2)
+    assert topic == topics.down_topic("M1", device_id, "cmd") and b"ping" in payload
+    await client.disconnect()

@@ -1,0 +1,102 @@
+"""Decoding uplink bodies: JSON/CBOR detection, arrays, per-message errors that name the field."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+
+import cbor2
+import pytest
+
+from broker.codec import MessageError, UplinkError, decode_uplink, detect_format, parse_ts
+from fleet.envelope import DeviceMessage
+
+pytestmark = pytest.mark.timeout(30)
+
+
+def test_json_is_detected_by_first_non_space_byte() -> None:
+    assert detect_format(b'  \n{"seq": 1}') == "json"
+    assert detect_format(b" [1]") == "json"
+    assert detect_format(cbor2.dumps({"seq": 1})) == "cbor"
+
+
+def test_single_json_message_decodes_with_rfc3339_time() -> None:
+    body = json.dumps({"seq": 7, "ts": "2026-11-23T08:15:02.120Z", "payload": {"a": 1}}).encode()
+    [message] = decode_uplink(body)
+    assert isinstance(message, DeviceMessage)
+    assert message.seq == 7
+    assert message.ts == datetime(2026, 11, 23, 8, 15, 2, 120000, tzinfo=UTC)
+    assert message.payload == {"a": 1}
+
+
+def test_epoch_milliseconds_and_offsets_become_utc() -> None:
+    assert parse_ts(1_700_000_000_123) == datetime(2023, 11, 14, 22, 13, 20, 123000, tzinfo=UTC)
+    assert parse_ts("2026-11-23T16:15:02+08:00") == datetime(2026, 11, 23, 8, 15, 2, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("bad", ["2026-11-23T08:15:02", "2026-11-23", "yesterday", 1.5, True, -1])
+def test_timestamps_without_zone_or_of_wrong_type_are_refused(bad: object) -> None:
+    with pytest.raises(ValueError):
+        parse_ts(bad)
+
+
+def test_cbor_array_decodes_with_native_datetime() -> None:
+    ts = datetime(2026, 11, 23, 8, 0, tzinfo=UTC)
+    body = cbor2.dumps([{"seq": 1, "ts": ts, "payload": {}}, {"seq": 2, "ts": 1_700_000_000_000, "payload": {}}])
+    messages = decode_uplink(body)
+    assert [m.seq for m in messages] == [1, 2]  # type: ignore[union-attr]
+    assert messages[0].ts == ts  # type: ignore[union-attr]
+
+
+def test_one_bad_message_in_an_array_does_not_spoil_the_others() -> None:
+    body = json.dumps([
+        {"seq": 1, "payload": {}},
+        {"seq": 2, "payload": {}, "extra": 1},
+        {"seq": "3", "payload": {}},
+        {"seq": 4, "payload": []},
+        {"seq": 5, "ts": "noon", "payload": {}},
+        {"payload": {}},
+        42,
+    ]).encode()
+    results = decode_uplink(body)
+    assert isinstance(results[0], DeviceMessage)
+    errors = results[1:]
+    assert all(isinstance(e, MessageError) for e in errors)
+    details = [e.detail for e in errors]  # type: ignore[union-attr]
+    assert details[0].startswith("[1].extra: unknown field")
+    assert details[1].startswith("[2].seq: must be an integer")
+    assert details[2].startswith("[3].payload: must be an object")
+    assert details[3].startswith("[4].ts: not RFC 3339")
+    assert details[4] == "[5].seq: field required"
+    assert details[5].startswith("[6]: must be an object")
+    # the seq is reported when it was readable, so the device can drop the message from its outbox
+    assert [e.seq for e in errors] == [2, None, 4, 5, None, None]  # type: ignore[union-attr]
+
+
+def test_seq_must_be_a_non_negative_int64() -> None:
+    for seq in (-1, 2**63, 1.0, True):
+        [result] = decode_uplink(json.dumps({"seq": seq, "payload": {}}).encode())
+        assert isinstance(result, MessageError), seq
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"{not json", "malformed"),
+        (b"\xff\xfe\x00", "malformed"),
+        (b"", "malformed"),
+        (b"[]", "malformed"),
+        (b'"just a string"', "malformed"),
+        (cbor2.dumps({"seq": 1, "payload": {}}) + b"\x00", "malformed"),
+        (json.dumps([{"seq": i, "payload": {}} for i in range(501)]).encode(), "oversized"),
+    ],
+)
+def test_unreadable_bodies_raise_with_a_reason(body: bytes, reason: str) -> None:
+    with pytest.raises(UplinkError) as err:
+        decode_uplink(body)
+    assert err.value.reason == reason
+
+
+def test_explicit_content_format_overrides_detection() -> None:
+    with pytest.raises(UplinkError):
+        decode_uplink(b'{"seq": 1, "payload": {}}', "cbor")
