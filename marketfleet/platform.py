@@ -96,9 +96,6 @@ async def start_platform(settings: Settings, *, ingest: bool = True) -> Platform
             await broker.start()
             stack.push_async_callback(broker.aclose)
             services.update(broker=broker, pipeline=broker.pipeline, bus=broker.bus)
-            from broker.transports import start_transports
-
-            services.update(await start_transports(settings, registry, broker.pipeline, stack))
 
         ctx = ApiContext(
             registry=registry, accounts=accounts, admin_token=token,
