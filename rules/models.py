@@ -186,6 +186,7 @@ class JobRun(Model):
     started_at = fields.DatetimeField()
     finished_at = fields.DatetimeField(null=True)
     status = fields.CharField(max_length=16, default="running")  # running | ok | error
+    manual = fields.BooleanField(default=False)  # run by hand (API), off the schedule: not a grid point
     detail = fields.TextField(default="")
 
     class Meta:

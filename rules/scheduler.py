@@ -1,16 +1,18 @@
-"""Scheduled checks on APScheduler 3 with a persistent job store, run at most once per scheduled time.
+"""Scheduled checks on APScheduler 3, persisted in the registry, run at most once per scheduled time.
 
-Jobs live in APScheduler's `SQLAlchemyJobStore` on their own SQLite file (`{data_dir}/rules-jobs.sqlite3`):
-the job store is synchronous, so it gets a small local file rather than the async registry connection, and
-the file survives a restart with each job's next run time. At start the scheduler comes up paused, the
-configured jobs are reconciled with the stored ones (a job whose trigger is unchanged keeps its next run
-time, so a run missed while the platform was down still happens, once: `coalesce`, within
-`misfire_grace_time`), then it resumes.
+The registry is the job store. Every run of a check is a row in `rule_job_run`, unique per (job, scheduled
+time), inserted before the check starts. At start each configured job's next run is computed from its last
+*scheduled* run there (APScheduler's `next_run_time`): a run that fell due while the platform was down
+comes up at once, and the missed runs of a job coalesce into one (`coalesce`, within `misfire_grace_time`).
+Interval jobs are laid on a fixed grid (multiples of the interval since 2000-01-01 in the market timezone),
+so two processes (a restart that overlaps, a second platform process on the same PostgreSQL registry)
+compute the same scheduled times, and whichever inserts a run's row first does it while the other skips it.
 
-"Exactly once" is the `rule_job_run` table in the registry: a run first inserts (job, scheduled time), unique,
-and a second scheduler (a restart that overlaps, a second process) that tries the same run loses the insert
-and skips it. Jobs are dispatched by the executor below to the rules service by name, so the stored job only
-names `rules.scheduler:scheduled_check` and its argument, never a bound object.
+Why not APScheduler's `SQLAlchemyJobStore`: it pickles the job into a synchronous database of its own
+(SQLAlchemy plus a second file or DSN next to the registry), yet our jobs are configuration, not data. What
+must outlive a restart is when each job last ran, which the run records already hold in the registry, on
+SQLite and PostgreSQL alike. So the scheduler keeps its jobs in memory and needs no further dependency.
+Jobs are dispatched by the executor below to the rules service by name.
 """
 
 from __future__ import annotations
@@ -22,18 +24,19 @@ import sys
 import traceback
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from apscheduler.events import EVENT_JOB_ERROR, EVENT_JOB_EXECUTED, EVENT_JOB_MISSED, JobExecutionEvent
 from apscheduler.executors.base import BaseExecutor
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.jobstores.memory import MemoryJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.base import BaseTrigger
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from pydantic import BaseModel, model_validator
 from tortoise.exceptions import IntegrityError
+from tortoise.functions import Max
 
 from rules.durations import Duration
 from rules.models import JobRun
@@ -67,7 +70,9 @@ class JobSchedule(BaseModel):
         if self.cron is not None:
             return CronTrigger.from_crontab(self.cron, timezone=timezone)
         assert self.every is not None
-        return IntervalTrigger(seconds=self.every.total_seconds(), timezone=timezone)
+        # A fixed grid: every process computes the same run times (see the module docstring).
+        anchor = datetime(2000, 1, 1, tzinfo=ZoneInfo(timezone))
+        return IntervalTrigger(seconds=self.every.total_seconds(), start_date=anchor, timezone=timezone)
 
 
 DEFAULT_SCHEDULES: dict[str, JobSchedule] = {
@@ -138,45 +143,46 @@ class _DispatchExecutor(BaseExecutor):
 class RulesScheduler:
     def __init__(
         self,
-        store_path: Path,
         schedules: dict[str, JobSchedule],
         dispatch: Dispatch,
         *,
         timezone: str = "Asia/Shanghai",
         misfire_grace_s: int = 3600,
     ) -> None:
-        self.store_path, self.schedules, self.dispatch = store_path, schedules, dispatch
+        self.schedules, self.dispatch = schedules, dispatch
         self.timezone, self.misfire_grace_s = timezone, misfire_grace_s
         self._scheduler: AsyncIOScheduler | None = None
         self._executor: _DispatchExecutor | None = None
         self.executed: list[tuple[str, datetime]] = []  # runs this scheduler carried out (for status and tests)
 
+    async def _last_runs(self) -> dict[str, datetime]:
+        """Each job's latest scheduled run in the registry (runs by hand are off the grid and do not count)."""
+        rows = await JobRun.filter(job__in=list(self.schedules), manual=False).group_by("job").annotate(
+            last=Max("scheduled_for")).values_list("job", "last")
+        return {str(job): _aware(last) for job, last in rows if last is not None}
+
     async def start(self) -> None:
-        self.store_path.parent.mkdir(parents=True, exist_ok=True)
         self._executor = _DispatchExecutor(self._run)
         scheduler = AsyncIOScheduler(
-            jobstores={"default": SQLAlchemyJobStore(url=f"sqlite:///{self.store_path}")},
+            jobstores={"default": MemoryJobStore()},
             executors={"default": self._executor},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": self.misfire_grace_s},
             timezone=self.timezone,
         )
-        scheduler.start(paused=True)
-        self._scheduler = scheduler
+        last = await self._last_runs()
+        now = datetime.now(ZoneInfo(self.timezone))
         for name, schedule in self.schedules.items():
             trigger = schedule.trigger(self.timezone)
-            job = scheduler.get_job(name)
-            if job is None:
-                scheduler.add_job(scheduled_check, trigger, args=[name], id=name, name=name)
-            elif str(job.trigger) != str(trigger):
-                job.reschedule(trigger)  # a changed schedule starts afresh; an unchanged one keeps its next run
-        for job in scheduler.get_jobs():
-            if job.id not in self.schedules:
-                job.remove()
-        scheduler.resume()
+            # From the last run: a due time that passed while nothing ran is in the past, so it runs at once.
+            next_run = trigger.get_next_fire_time(last.get(name), now)
+            scheduler.add_job(scheduled_check, trigger, args=[name], id=name, name=name, next_run_time=next_run)
+        scheduler.start()
+        self._scheduler = scheduler
 
-    async def _run(self, name: str, scheduled_for: datetime) -> None:
+    async def _run(self, name: str, scheduled_for: datetime, manual: bool = False) -> None:
         try:
-            run = await JobRun.create(job=name, scheduled_for=scheduled_for, started_at=datetime.now(UTC))
+            run = await JobRun.create(job=name, scheduled_for=scheduled_for, started_at=datetime.now(UTC),
+                                      manual=manual)
         except IntegrityError:
             log.info("scheduled check %s of %s already ran", name, scheduled_for.isoformat())
             return
@@ -197,7 +203,7 @@ class RulesScheduler:
         if name not in self.schedules:
             raise KeyError(f"unknown scheduled check {name!r}; known: {', '.join(self.schedules)}")
         scheduled_for = datetime.now(UTC)
-        await self._run(name, scheduled_for)
+        await self._run(name, scheduled_for, manual=True)
         run = await JobRun.get(job=name, scheduled_for=scheduled_for)
         return run.detail
 
@@ -220,3 +226,7 @@ class RulesScheduler:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

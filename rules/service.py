@@ -112,8 +112,8 @@ class RulesService:
                                 aux_interval=settings.aux_flush_s)
         self.scheduler: RulesScheduler | None = None
         if settings.scheduler:
-            self.scheduler = RulesScheduler(data_dir / "rules-jobs.sqlite3", settings.schedules, self.run_check,
-                                            timezone=timezone, misfire_grace_s=settings.misfire_grace_s)
+            self.scheduler = RulesScheduler(settings.schedules, self.run_check, timezone=timezone,
+                                            misfire_grace_s=settings.misfire_grace_s)
         self.report_dir = settings.report_dir or data_dir / "reports" / "data-quality"
         self.rule_errors: dict[str, str] = {}
         self._loops = [

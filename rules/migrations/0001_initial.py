@@ -85,6 +85,7 @@ class Migration(migrations.Migration):
                 ('started_at', fields.DatetimeField(auto_now=False, auto_now_add=False)),
                 ('finished_at', fields.DatetimeField(null=True, auto_now=False, auto_now_add=False)),
                 ('status', fields.CharField(default='running', max_length=16)),
+                ('manual', fields.BooleanField(default=False)),
                 ('detail', fields.TextField(default='', unique=False)),
             ],
             options={'table': 'rule_job_run', 'app': 'rules', 'unique_together': (('job', 'scheduled_for'),), 'pk_attr': 'id', 'table_description': 'One run of a scheduled check, unique per (job, scheduled time) so a run is never done twice.'},
