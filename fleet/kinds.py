@@ -86,6 +86,8 @@ class OtaStatus(Payload):
     state: Literal["downloading", "verifying", "installing", "rebooting", "succeeded", "failed"]
     progress: int = Field(default=0, ge=0, le=100)  # percent of the job done, as the device sees it
     reason: str | None = Field(default=None, max_length=200)  # why it failed: hash_mismatch, bad_signature …
+    # with `succeeded`: the version the device booted into; one other than the announced fails the job
+    version: str | None = Field(default=None, max_length=64)
 
 
 # ---------------------------------------------------------------- scale (BJ 4.2.4, 5.3.5 a; SZ 6.2; HZ 7.2.1.2)

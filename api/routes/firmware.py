@@ -1,0 +1,245 @@
+"""Firmware and OTA endpoints: vendors upload images for their own models, operators run campaigns, devices
+download images (HTTP Range) and poll for their job. See docs/ota.md.
+
+The service is `ctx.services["firmware"]` (firmware/service.py), put there by the composition root.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Form, Header, Query, Request, UploadFile, status
+from fastapi.responses import Response, StreamingResponse
+from pydantic import Field
+
+from accounts.permissions import Permission, Principal
+from api.auth import ContextDep, FleetRead, VendorDep, require, resolve_principal
+from firmware.delivery import RangeNotSatisfiable, etag_for, if_range_allows, parse_range
+from firmware.models import DeviceJob
+from firmware.schemas import (
+    CampaignCreate,
+    CampaignProgress,
+    CampaignPublic,
+    ImagePublic,
+    ImageUpload,
+    JobPublic,
+    JobTransitionPublic,
+    RollbackResult,
+    SigningKeyPublic,
+)
+from firmware.service import FirmwareService
+from firmware.states import CampaignState, JobState
+from fleet.errors import Forbidden, NotFound, Unauthorised
+from fleet.schemas import Page
+
+router = APIRouter(prefix="/api/v1/firmware", tags=["firmware"])
+UPLOAD_CHUNK = 256 * 1024
+
+
+def get_firmware(ctx: ContextDep) -> FirmwareService:
+    service = ctx.services.get("firmware")
+    if service is None:
+        raise NotFound("firmware updates are not enabled on this platform")
+    return service  # type: ignore[no-any-return]
+
+
+FirmwareDep = Annotated[FirmwareService, Depends(get_firmware)]
+FirmwareWrite = Annotated[Principal, require(Permission.FIRMWARE_WRITE)]
+
+
+async def image_reader(request: Request, ctx: ContextDep) -> Principal:
+    """A vendor (its own images) or anyone who may read the fleet (all images)."""
+    principal = await resolve_principal(request, ctx)
+    if principal is None:
+        raise Unauthorised("sign in, or send 'Authorization: Bearer <token>' or 'X-API-Key: <key>'")
+    if not (principal.can(Permission.FLEET_READ) or principal.can(Permission.VENDOR_SELF)):
+        raise Forbidden(f"role {principal.role.value!r} may not read firmware images")
+    return principal
+
+
+ImageReader = Annotated[Principal, Depends(image_reader)]
+
+
+def _vendor_scope(principal: Principal) -> int | None:
+    """None (every vendor) for fleet readers; a vendor sees only its own images."""
+    return None if principal.can(Permission.FLEET_READ) else principal.vendor_id or -1
+
+
+# ---------------------------------------------------------------- images
+
+
+@router.get("/signing-key", response_model=SigningKeyPublic)
+async def signing_key(firmware: FirmwareDep) -> SigningKeyPublic:
+    """The public key devices verify images with (provision it at manufacturing)."""
+    return firmware.signing_key()
+
+
+class ImageUploadForm(ImageUpload):
+    """The multipart form: the metadata fields and the image as `file` (unknown fields are refused)."""
+
+    file: UploadFile = Field(description="the image bytes")
+
+
+@router.post("/images", status_code=status.HTTP_201_CREATED, response_model=ImagePublic)
+async def upload_image(
+    form: Annotated[ImageUploadForm, Form(media_type="multipart/form-data")], vendor: VendorDep, firmware: FirmwareDep
+) -> ImagePublic:
+    """Upload an image for one of the vendor's models (multipart form); the platform hashes and signs it."""
+
+    async def chunks():  # type: ignore[no-untyped-def]
+        while chunk := await form.file.read(UPLOAD_CHUNK):
+            yield chunk
+
+    meta = ImageUpload.model_validate(form.model_dump(exclude={"file"}))
+    image = await firmware.images.upload(vendor, meta, chunks())
+    return ImagePublic.model_validate(image)
+
+
+@router.get("/images", response_model=list[ImagePublic])
+async def list_images(who: ImageReader, firmware: FirmwareDep, model_id: int | None = None) -> list[ImagePublic]:
+    images = await firmware.images.list(_vendor_scope(who), model_id)
+    return [ImagePublic.model_validate(i) for i in images]
+
+
+@router.get("/images/{image_id}", response_model=ImagePublic)
+async def get_image(image_id: int, who: ImageReader, firmware: FirmwareDep) -> ImagePublic:
+    return ImagePublic.model_validate(await firmware.images.get(image_id, _vendor_scope(who)))
+
+
+@router.api_route("/images/{image_id}/blob", methods=["GET", "HEAD"], response_class=Response)
+async def download_image(
+    image_id: int,
+    request: Request,
+    firmware: FirmwareDep,
+    authorization: Annotated[str | None, Header()] = None,
+    range_header: Annotated[str | None, Header(alias="Range")] = None,
+    if_range: Annotated[str | None, Header()] = None,
+    if_none_match: Annotated[str | None, Header()] = None,
+) -> Response:
+    """The image bytes for a device (`Authorization: Bearer <device_id>:<secret>`); resumable with Range."""
+    device = await firmware.delivery.device_for(authorization)
+    image = await firmware.delivery.image_for(device, image_id)
+    etag = etag_for(image.sha256)
+    headers = {"ETag": etag, "Accept-Ranges": "bytes", "Cache-Control": "private, max-age=86400, immutable"}
+    if if_none_match is not None and etag in [t.strip() for t in if_none_match.split(",")]:
+        return Response(status_code=status.HTTP_304_NOT_MODIFIED, headers=headers)
+    try:
+        wanted = parse_range(range_header, image.size) if if_range_allows(if_range, etag) else None
+    except RangeNotSatisfiable as err:
+        return Response(
+            content=str(err),
+            status_code=416,
+            headers=headers | {"Content-Range": f"bytes */{image.size}"},
+            media_type="text/plain",
+        )
+    start, end = (wanted.start, wanted.end) if wanted else (0, image.size - 1)
+    headers["Content-Length"] = str(end - start + 1)
+    code = status.HTTP_206_PARTIAL_CONTENT if wanted else status.HTTP_200_OK
+    if wanted:
+        headers["Content-Range"] = wanted.content_range(image.size)
+    if request.method == "HEAD":
+        return Response(status_code=code, headers=headers, media_type="application/octet-stream")
+    return StreamingResponse(
+        firmware.blobs.read(image.blob_key, start, end),
+        status_code=code,
+        headers=headers,
+        media_type="application/octet-stream",
+    )
+
+
+@router.get("/device/job", response_model=None)
+async def current_job(
+    firmware: FirmwareDep, authorization: Annotated[str | None, Header()] = None
+) -> Response | dict[str, Any]:
+    """For devices that cannot receive `down/ota` (HTTP-only, e.g. food-safety detectors): the announcement of
+    the device's current job, or 204 when there is none."""
+    device = await firmware.delivery.device_for(authorization)
+    announcement = await firmware.orchestrator.current_announcement(device.id)
+    if announcement is None:
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+    return announcement
+
+
+# ---------------------------------------------------------------- campaigns
+
+
+@router.post("/campaigns", status_code=status.HTTP_201_CREATED, response_model=CampaignPublic)
+async def create_campaign(data: CampaignCreate, firmware: FirmwareDep, _: FirmwareWrite) -> CampaignPublic:
+    return CampaignPublic.model_validate(await firmware.campaigns.create(data))
+
+
+@router.get("/campaigns", response_model=Page[CampaignPublic])
+async def list_campaigns(
+    firmware: FirmwareDep,
+    _: FleetRead,
+    state: CampaignState | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Page[CampaignPublic]:
+    total, items = await firmware.campaigns.list(state, limit, offset)
+    return Page(total=total, limit=limit, offset=offset, items=[CampaignPublic.model_validate(c) for c in items])
+
+
+@router.get("/campaigns/{campaign_id}", response_model=CampaignProgress)
+async def campaign_progress(campaign_id: int, firmware: FirmwareDep, _: FleetRead) -> CampaignProgress:
+    """The campaign with counts, percentages and ETA, overall and per wave."""
+    return await firmware.campaigns.progress(campaign_id)
+
+
+@router.get("/campaigns/{campaign_id}/jobs", response_model=Page[JobPublic])
+async def campaign_jobs(
+    campaign_id: int,
+    firmware: FirmwareDep,
+    _: FleetRead,
+    state: JobState | None = None,
+    wave: int | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Page[JobPublic]:
+    """Per-device state (with the failure reason) of a campaign, filterable by state and wave."""
+    total, jobs = await firmware.campaigns.jobs(campaign_id, state, wave, limit, offset)
+    return Page(total=total, limit=limit, offset=offset, items=[_job(j) for j in jobs])
+
+
+@router.post("/campaigns/{campaign_id}/pause", response_model=CampaignPublic)
+async def pause_campaign(campaign_id: int, firmware: FirmwareDep, _: FirmwareWrite) -> CampaignPublic:
+    return CampaignPublic.model_validate(await firmware.campaigns.pause(campaign_id))
+
+
+@router.post("/campaigns/{campaign_id}/resume", response_model=CampaignPublic)
+async def resume_campaign(campaign_id: int, firmware: FirmwareDep, _: FirmwareWrite) -> CampaignPublic:
+    return CampaignPublic.model_validate(await firmware.campaigns.resume(campaign_id))
+
+
+@router.post("/campaigns/{campaign_id}/cancel", response_model=CampaignPublic)
+async def cancel_campaign(campaign_id: int, firmware: FirmwareDep, _: FirmwareWrite) -> CampaignPublic:
+    return CampaignPublic.model_validate(await firmware.campaigns.cancel(campaign_id))
+
+
+@router.post("/campaigns/{campaign_id}/retry-failed")
+async def retry_failed(campaign_id: int, firmware: FirmwareDep, _: FirmwareWrite) -> dict[str, Any]:
+    """Queue every failed device of the campaign again (fresh attempts); nothing else is touched."""
+    campaign, count = await firmware.campaigns.retry_failed(campaign_id)
+    return {"campaign": CampaignPublic.model_validate(campaign).model_dump(mode="json"), "retried": count}
+
+
+@router.post("/campaigns/{campaign_id}/rollback", response_model=RollbackResult)
+async def rollback_campaign(campaign_id: int, firmware: FirmwareDep, _: FirmwareWrite) -> RollbackResult:
+    """Switch devices that took the image back to their other A/B slot (a rollback campaign)."""
+    return await firmware.campaigns.rollback(campaign_id)
+
+
+@router.get("/devices/{device_id}/jobs", response_model=list[JobPublic])
+async def device_jobs(device_id: str, firmware: FirmwareDep, _: FleetRead) -> list[JobPublic]:
+    """A device's update history: its jobs in every campaign, newest first."""
+    return [_job(j) for j in await firmware.campaigns.device_jobs(device_id)]
+
+
+@router.get("/jobs/{job_id}/transitions", response_model=list[JobTransitionPublic])
+async def job_transitions(job_id: int, firmware: FirmwareDep, _: FleetRead) -> list[JobTransitionPublic]:
+    """Every state change of one job, with who caused it and why."""
+    return [JobTransitionPublic.model_validate(t) for t in await firmware.campaigns.transitions(job_id)]
+
+
+def _job(job: DeviceJob) -> JobPublic:
+    return JobPublic.model_validate(job)
