@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -220,6 +221,66 @@ def device_import(
             err_console.print(f"{csv_file} line {row.row + 2}: {row.error}", highlight=False)
     if result.failed:
         raise typer.Exit(1)
+
+
+@app.command("backup")
+def backup_command(
+    out: Annotated[Path | None, typer.Option(help="archive; default {data_dir}/backups/<time>.tar.gz")] = None,
+) -> None:
+    """Back up the registry, the telemetry and the data directory into one archive (docs/operations.md)."""
+    from datetime import UTC, datetime
+
+    from marketfleet.backup import BackupError, backup
+
+    s = settings()
+    target = out or s.data_dir / "backups" / f"marketfleet-{datetime.now(UTC):%Y%m%dT%H%M%SZ}.tar.gz"
+    with _progress() as report:
+        try:
+            manifest = run(lambda: backup(s, target, report))
+        except BackupError as err:
+            fail(str(err))
+            return
+    rows = sum(v for k, v in manifest.counts.items() if k.startswith("registry/"))
+    console.print(f"backed up {rows} registry rows, {manifest.counts['telemetry.jsonl']} readings and "
+                  f"{sum(1 for m in manifest.sha256 if m.startswith('files/'))} files to {target}")
+
+
+@app.command("restore")
+def restore_command(
+    archive: Annotated[Path, typer.Argument(help="archive made by `marketfleet backup`")],
+    replace: Annotated[bool, typer.Option(help="delete the registry's rows first (default: refuse a non-empty one)")]
+    = False,
+) -> None:
+    """Restore an archive into the configured registry, telemetry store and data directory."""
+    from marketfleet.backup import BackupError, restore
+
+    if not archive.is_file():
+        fail(f"no such backup: {archive}")
+    s = settings()
+    with _progress() as report:
+        try:
+            manifest = run(lambda: restore(s, archive, replace=replace, progress=report))
+        except BackupError as err:
+            fail(str(err))
+            return
+    console.print(f"restored the backup of {manifest.created_at} ({len(manifest.counts)} parts) from {archive}")
+
+
+@contextlib.contextmanager
+def _progress() -> Iterator[Callable[[str, int], None]]:
+    """A rich progress display with one line per part (table, telemetry, files) and its count so far."""
+    from rich.progress import Progress, SpinnerColumn, TextColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TextColumn("{task.completed:>10,}"),
+                  console=err_console, transient=True) as bar:
+        tasks: dict[str, Any] = {}
+
+        def report(what: str, done: int) -> None:
+            if what not in tasks:
+                tasks[what] = bar.add_task(what, total=None)
+            bar.update(tasks[what], completed=done)
+
+        yield report
 
 
 @app.command()

@@ -64,7 +64,7 @@ def build_store(settings: Settings) -> TelemetryStore:
             password=t.password.get_secret_value() or None, retention=t.retention,
             spool_dir=str(settings.data_dir / "telemetry-spool"), max_batch=t.batch_size,
         )
-    return open_store("sqlite", path=settings.telemetry_sqlite_path)
+    return open_store("sqlite", path=settings.telemetry_sqlite_path, retention_days=t.retention_days)
 
 
 async def start_platform(settings: Settings, *, ingest: bool = True) -> Platform:

@@ -22,6 +22,7 @@ class RegistrySettings(BaseModel):
 class SqliteTelemetrySettings(BaseModel):
     backend: Literal["sqlite"] = "sqlite"
     path: str = ""  # {data_dir}/telemetry.sqlite3 when empty
+    retention_days: int = Field(default=1095, ge=1)  # SZ 6.11.2 b: keep three years
 
 
 class InfluxTelemetrySettings(BaseModel):

@@ -27,7 +27,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from types import TracebackType
@@ -500,6 +500,44 @@ class InfluxStore:
             for row in s.get("values") or ()
         )
 
+    async def export(self, batch: int = 5000) -> AsyncIterator[list[Reading]]:
+        """Every reading, channel by channel (measurement × device), in time order.
+
+        Pages by `time >= last` and drops what the previous page already gave at that instant: one
+        device channel may hold several points at the same time (different tag sets), so `time > last`
+        could skip some and OFFSET would rescan from the start on every page."""
+        if batch < 1:
+            raise ValueError("batch must be >= 1")
+        await self._ensure_setup()
+        measurements = influxql.series_of((await self._select("SHOW MEASUREMENTS"))[0])
+        for name in (row[0] for s in measurements for row in s.get("values") or ()):
+            shown = await self._select(f'SHOW TAG VALUES FROM {quote_ident(name)} WITH KEY = "device_id"')
+            for device_id in (row[1] for s in influxql.series_of(shown[0]) for row in s.get("values") or ()):
+                async for page in self._export_channel(name, device_id, batch):
+                    yield page
+
+    async def _export_channel(self, measurement: str, device_id: str, batch: int) -> AsyncIterator[list[Reading]]:
+        last_ns: int | None = None
+        seen: set[tuple[str, tuple[tuple[str, str], ...]]] = set()  # identities already given at last_ns
+        while True:
+            since = f" AND time >= {last_ns}" if last_ns is not None else ""
+            limit = batch + len(seen)
+            page = await self._readings_query(
+                measurement,
+                f"SELECT * FROM {self._from(measurement)} WHERE {_device_is(device_id)}{since} "
+                f"ORDER BY time ASC LIMIT {limit}",
+            )
+            fresh = [r for r in page if (to_epoch_us(r.ts) * 1000 != last_ns or _identity(r) not in seen)]
+            if not fresh:
+                return
+            yield fresh
+            newest = to_epoch_us(fresh[-1].ts) * 1000
+            seen = {_identity(r) for r in page if to_epoch_us(r.ts) * 1000 == newest} | (
+                seen if newest == last_ns else set())
+            last_ns = newest
+            if len(page) < limit:
+                return
+
     async def set_retention(self, days: int) -> None:
         """ALTER the retention policy. InfluxDB drops readings older than it at write time at once,
         and already stored ones when its retention service next runs (every 30 min by default),
@@ -521,6 +559,10 @@ class InfluxStore:
 
 def _device_is(device_id: str) -> str:
     return f'"device_id" = {quote_string(device_id)}'
+
+
+def _identity(reading: Reading) -> tuple[str, tuple[tuple[str, str], ...]]:
+    return reading.measurement, tuple(sorted(reading.tags.items()))
 
 
 def _time_range(start: datetime, end: datetime) -> str:

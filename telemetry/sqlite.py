@@ -17,7 +17,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from functools import partial
@@ -434,6 +434,25 @@ class SqliteStore:
 
     async def count(self, device_id: str | None = None, measurement: str | None = None) -> int:
         return await self._call(self._count_sync, device_id, measurement)
+
+    async def export(self, batch: int = 5000) -> AsyncIterator[list[Reading]]:
+        """Every reading in primary-key order, by keyset paging (no OFFSET: each page is one index seek)."""
+        if batch < 1:
+            raise ValueError("batch must be >= 1")
+        after: tuple[Any, ...] | None = None
+        while True:
+            rows = await self._call(self._export_sync, after, batch)
+            if not rows:
+                return
+            after = rows[-1][:4]
+            yield [_row_to_reading(row) for row in rows]
+
+    def _export_sync(self, after: tuple[Any, ...] | None, batch: int) -> list[tuple[Any, ...]]:
+        where = "WHERE (device_id, measurement, ts, tags) > (?, ?, ?, ?) " if after else ""
+        return self._db.execute(
+            f"SELECT {_ROW_COLUMNS} FROM readings {where}ORDER BY device_id, measurement, ts, tags LIMIT ?",
+            (*(after or ()), batch),
+        ).fetchall()
 
     async def set_retention(self, days: int) -> None:
         """Persist the retention in the file and delete what is already older (see `apply_retention`)."""

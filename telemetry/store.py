@@ -7,7 +7,7 @@ data: don't retry the same input) without knowing which backend is configured.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Literal, Protocol, Self, runtime_checkable
@@ -99,6 +99,10 @@ class TelemetryStore(Protocol):
 
     async def set_retention(self, days: int) -> None:
         """Keep readings for `days` days (>= 1); older ones are dropped."""
+        ...
+
+    def export(self, batch: int = 5000) -> AsyncIterator[list[Reading]]:
+        """Every stored reading, in batches of at most `batch` (for backups; order is the backend's own)."""
         ...
 
     async def aclose(self) -> None:
