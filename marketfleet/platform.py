@@ -22,9 +22,11 @@ from fleet.registry import Registry
 from marketfleet import db
 from marketfleet.keys import load_or_create
 from marketfleet.settings import InfluxTelemetrySettings, Settings
+from rules import setup as setup_rules
 from telemetry import TelemetryStore, open_store
 
 SERVICE_ACCOUNT = "mf-platform"
+RULES_FEED_BUFFER = 100_000  # envelopes the rules engine may fall behind by before the oldest are lost
 
 
 @dataclass
@@ -86,6 +88,18 @@ async def start_platform(settings: Settings, *, ingest: bool = True) -> Platform
         stack.push_async_callback(store.aclose)
         services: dict[str, Any] = {"store": store}
 
+        # Rules run in every role (the API serves alerts); where ingest runs they follow the bus below.
+        async def publish_alert(topic: str, data: bytes) -> None:
+            await services["broker"].publish(topic, data)
+
+        rules_service = setup_rules(
+            settings.rules, data_dir=settings.data_dir, timezone=settings.market_timezone, telemetry=store,
+            publish=publish_alert if ingest else None,
+        )
+        await rules_service.start()
+        stack.push_async_callback(rules_service.aclose)
+        services["rules"] = rules_service
+
         if ingest:
             from broker.service import setup as setup_broker
 
@@ -93,6 +107,8 @@ async def start_platform(settings: Settings, *, ingest: bool = True) -> Platform
                 settings.broker, registry, store,
                 username=settings.broker.username or SERVICE_ACCOUNT, password=service_password(settings, key),
             )
+            # Subscribed before the broker starts, so nothing an early device replays escapes the rules.
+            rules_service.follow(broker.bus.subscribe(maxsize=RULES_FEED_BUFFER, name="rules"))
             await broker.start()
             stack.push_async_callback(broker.aclose)
             services.update(broker=broker, pipeline=broker.pipeline, bus=broker.bus)

@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from rules.service import RulesSettings
+
 
 class RegistrySettings(BaseModel):
     # sqlite://{data_dir}/registry.sqlite3 when empty; postgres://user:pass@host:port/db for PostgreSQL
@@ -86,6 +88,7 @@ class Settings(BaseSettings):
     broker: BrokerSettings = BrokerSettings()
     coap: CoapSettings = CoapSettings()
     api: ApiSettings = ApiSettings()
+    rules: RulesSettings = RulesSettings()  # docs/rules.md
 
     @classmethod
     def settings_customise_sources(

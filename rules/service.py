@@ -8,6 +8,7 @@ scheduled checks) runs inside; `aclose()` stops it in reverse order.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
@@ -44,6 +45,7 @@ __all__ = ["RulePublic", "RulesService", "RulesSettings", "setup"]
 
 log = logging.getLogger(__name__)
 PresenceSweep = Callable[[RuleEngine], Awaitable[int]]
+FEED_YIELD_EVERY = 500
 
 
 class RulesSettings(BaseModel):
@@ -120,6 +122,7 @@ class RulesService:
             Repeating(self._escalate, settings.escalation_check_s, "rules-escalation"),
             Repeating(self.refresh_devices, settings.device_refresh_s, "rules-devices"),
         ]
+        self._feeds: list[tuple[AsyncIterable[Any], asyncio.Task[None]]] = []
         self._started = False
 
     # ------------------------------------------------------------ what the platform calls
@@ -132,15 +135,40 @@ class RulesService:
         self.engine.on_presence(device_id, kind, market, online, at)
 
     async def consume(self, events: AsyncIterable[Any]) -> None:
-        """Feed the engine from an event stream (the platform's bus subscription): envelopes are evaluated,
-        presence changes (anything with device_id, market, online, at) go to `on_presence`. Runs until the
-        stream ends; the composition root runs it as a task."""
+        """Feed the engine from an event stream (the platform bus subscription): envelopes are evaluated,
+        presence changes (anything with device_id, online, at, and optionally kind and market) go to
+        `on_presence`. Runs until the stream ends. One bad event is logged and skipped, never fatal."""
+        handled = 0
         async for event in events:
-            if isinstance(event, Envelope):
-                self.engine.process(event)
-            elif hasattr(event, "online") and hasattr(event, "device_id"):
-                self.engine.on_presence(event.device_id, getattr(event, "kind", None), getattr(event, "market", None),
-                                        bool(event.online), event.at)
+            try:
+                if isinstance(event, Envelope):
+                    self.engine.process(event)
+                elif hasattr(event, "online") and hasattr(event, "device_id"):
+                    self.engine.on_presence(event.device_id, getattr(event, "kind", None),
+                                            getattr(event, "market", None), bool(event.online), event.at)
+            except Exception:
+                log.exception("rules: could not evaluate %r", event)
+            handled += 1
+            if handled % FEED_YIELD_EVERY == 0:
+                # A full buffer is read without suspending: let ingest and the API run between chunks.
+                await asyncio.sleep(0)
+
+    def follow(self, events: AsyncIterable[Any]) -> None:
+        """Consume `events` in a task the service owns; `aclose()` closes the stream (if it has `close()`)
+        and ends the task. The platform calls this with its bus subscription."""
+        task = asyncio.create_task(self.consume(events), name="rules-feed")
+        self._feeds.append((events, task))
+
+    async def _stop_feeds(self) -> None:
+        feeds, self._feeds = self._feeds, []
+        for events, task in feeds:
+            close = getattr(events, "close", None)
+            if callable(close):
+                close()
+            task.cancel()
+        for _, task in feeds:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     async def start(self) -> None:
         if self._started:
@@ -172,6 +200,7 @@ class RulesService:
         if not self._started:
             return
         self._started = False
+        await self._stop_feeds()
         if self.scheduler is not None:
             await self.scheduler.aclose()
         for loop in self._loops:
