@@ -119,6 +119,13 @@ class PresenceTracker:
         state = self._states.get(device_id)
         return datetime.fromtimestamp(state.last_seen, UTC) if state is not None else None
 
+    def online_count(self) -> int:
+        return sum(1 for state in self._states.values() if state.online)
+
+    def has_unflushed(self) -> bool:
+        """True while state changes or last-seen times wait for the next database flush."""
+        return bool(self._dirty_online or self._dirty_seen)
+
     def connected(self, info: DeviceInfo, reason: str = "connected") -> None:
         state = self._states.get(info.device_id)
         now = self._clock()
