@@ -24,11 +24,13 @@ db_app = typer.Typer(no_args_is_help=True, help="Registry database schema.")
 vendor_app = typer.Typer(no_args_is_help=True, help="Hardware vendors.")
 device_app = typer.Typer(no_args_is_help=True, help="Devices.")
 user_app = typer.Typer(no_args_is_help=True, help="People's accounts.")
+certs_app = typer.Typer(no_args_is_help=True, help="TLS certificates.")
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(vendor_app, name="vendor")
 app.add_typer(device_app, name="device")
 app.add_typer(user_app, name="user")
+app.add_typer(certs_app, name="certs")
 
 console = Console()
 err_console = Console(stderr=True)
@@ -223,6 +225,22 @@ def device_import(
         raise typer.Exit(1)
 
 
+@certs_app.command("dev")
+def certs_dev(
+    out: Annotated[Path | None, typer.Option(help="directory; default {data_dir}/certs")] = None,
+    host: Annotated[list[str] | None, typer.Option(help="name or address the server is reached by (repeat)")] = None,
+) -> None:
+    """Make a local CA and a server certificate for HTTPS and MQTT over TLS (tests and demos only)."""
+    from marketfleet.certs import DEFAULT_HOSTS, make_dev_certificates
+
+    target = out or settings().data_dir / "certs"
+    made = make_dev_certificates(target, tuple(host or DEFAULT_HOSTS))
+    console.print(f"CA {made.ca_cert} (give it to devices and browsers), server certificate {made.server_cert}")
+    console.print("Add to your settings file:", highlight=False)
+    console.print(f'[tls]\ncert_file = "{made.server_cert}"\nkey_file = "{made.server_key}"', markup=False,
+                  highlight=False)
+
+
 @app.command("backup")
 def backup_command(
     out: Annotated[Path | None, typer.Option(help="archive; default {data_dir}/backups/<time>.tar.gz")] = None,
@@ -295,6 +313,11 @@ def bench(
         run_benchmark(area, console, quick)
     except UnknownBenchmark as err:
         fail(str(err))
+
+
+from marketfleet.vision_cli import vision_app  # noqa: E402  (its commands use this module's helpers)
+
+app.add_typer(vision_app, name="vision")
 
 
 def main() -> None:

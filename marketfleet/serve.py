@@ -18,16 +18,20 @@ async def serve_forever(settings: Settings, *, demo: bool, console: Console) -> 
             from marketfleet.demo import seed_demo
 
             await seed_demo(platform, console)
+        tls = settings.tls
         config = uvicorn.Config(
             platform.app,
             host=settings.api.host,
             port=settings.api.port,
             log_level="warning",
             lifespan="off",
+            ssl_certfile=tls.cert_file or None,
+            ssl_keyfile=tls.key_file or None,
         )
         server = uvicorn.Server(config)
+        scheme = "https" if tls.enabled else "http"
         console.print(
-            f"MarketFleet on http://{settings.api.host}:{settings.api.port}/ "
+            f"MarketFleet on {scheme}://{settings.api.host}:{settings.api.port}/ "
             f"(API docs /docs); admin token in {settings.data_dir / 'admin.token'}"
         )
         loop = asyncio.get_running_loop()
