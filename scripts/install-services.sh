@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the real services the test suite talks to (PostgreSQL, InfluxDB 1.x,
-# Mosquitto with dynamic security, Chromium, libcoap3 tools) from Debian.
+# Mosquitto with dynamic security, Chromium with CJK fonts for the dashboard
+# screenshots, libcoap3 tools) from Debian.
 #
 # Idempotent: packages already installed (dpkg -s) are skipped. The system
 # daemons are NOT started: tests run private instances on free ports
@@ -9,7 +10,7 @@
 # the install, and any daemon that started anyway is stopped afterwards.
 set -euo pipefail
 
-PACKAGES=(postgresql influxdb mosquitto mosquitto-clients chromium libcoap3-bin)
+PACKAGES=(postgresql influxdb mosquitto mosquitto-clients chromium fonts-noto-cjk libcoap3-bin)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
