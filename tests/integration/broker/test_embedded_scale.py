@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import os
 import resource
 import time
 import tracemalloc
@@ -23,7 +24,8 @@ from tests.services import find_free_port
 
 pytestmark = pytest.mark.timeout(180)
 
-DEVICES = 5000
+# CI keeps this in seconds on 2 cores; `MF_BROKER_SCALE_DEVICES=5000` (and `marketfleet bench broker`) for a market
+DEVICES = int(os.environ.get("MF_BROKER_SCALE_DEVICES", "1000"))
 
 
 @pytest.fixture
@@ -41,7 +43,7 @@ def _raise_fd_limit(needed: int) -> None:
     if soft < needed:
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(needed, hard), hard))
     if resource.getrlimit(resource.RLIMIT_NOFILE)[0] < needed:
-        pytest.skip(f"needs {needed} open files, the limit is {hard}")
+        pytest.fail(f"needs {needed} open files, the hard limit is {hard}: raise it (ulimit -n)", pytrace=False)
 
 
 async def _connect_all(port: int, creds: dict[str, str], concurrency: int = 250) -> dict[str, WireClient]:
@@ -60,7 +62,7 @@ async def _connect_all(port: int, creds: dict[str, str], concurrency: int = 250)
     return clients
 
 
-async def test_5000_subscribed_devices_a_command_reaches_only_its_device(
+async def test_many_subscribed_devices_a_command_reaches_only_its_device(
     service: BrokerService, registry: Registry
 ) -> None:
     _raise_fd_limit(2 * DEVICES + 500)
@@ -73,7 +75,7 @@ async def test_5000_subscribed_devices_a_command_reaches_only_its_device(
         broker = service.embedded.broker
         assert len(broker.index) == DEVICES
         ids = sorted(clients)
-        target = ids[1234]
+        target = ids[DEVICES // 2 + 7]
         command = json.dumps({"id": str(uuid.uuid4()), "command": "ping"}).encode()
         await service.publish(topics.down_topic("M1", target, "cmd"), command)
         topic, payload = await asyncio.wait_for(clients[target].messages.get(), 5)
@@ -89,8 +91,7 @@ async def test_5000_subscribed_devices_a_command_reaches_only_its_device(
         assert others == []
     finally:
         await asyncio.gather(*(c.disconnect() for c in clients.values()))
-    print(f"\n5,000 devices connected and subscribed in {connect_s:.1f} s")
-    assert connect_s < 30  # the benchmark holds the 10 s goal on an otherwise idle machine
+    print(f"\n{DEVICES:,} devices connected and subscribed in {connect_s:.1f} s (timed in `marketfleet bench broker`)")
 
 
 async def test_connect_churn_leaves_no_sessions_or_memory_behind(service: BrokerService, registry: Registry) -> None:
@@ -110,15 +111,15 @@ async def test_connect_churn_leaves_no_sessions_or_memory_behind(service: Broker
             await clean.disconnect()
         await asyncio.sleep(0.2)
 
-    await churn(200)  # warm-up: caches, code paths
+    await churn(100)  # warm-up: caches, code paths
     gc.collect()
     baseline_sessions = len(broker.sessions)
     tracemalloc.start()
     try:
-        await churn(300)
+        await churn(150)
         gc.collect()
         first, _ = tracemalloc.get_traced_memory()
-        await churn(300)
+        await churn(150)
         gc.collect()
         second, _ = tracemalloc.get_traced_memory()
     finally:
@@ -126,4 +127,4 @@ async def test_connect_churn_leaves_no_sessions_or_memory_behind(service: Broker
     assert len(broker.sessions) == baseline_sessions <= 1
     assert len(broker.index) == 0
     assert broker.connection_count == 0
-    assert second - first < 512 * 1024, f"grew {second - first} bytes over 300 connect/disconnect rounds"
+    assert second - first < 512 * 1024, f"grew {second - first} bytes over 150 connect/disconnect rounds"
