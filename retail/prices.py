@@ -1,0 +1,251 @@
+"""Products and prices: every change recorded with who, when and from where; labels and scales follow.
+
+A price change made on the platform bumps the stall's PLU table version (retail/sync.py), re-renders every
+label bound to the product, and sends the table to the stall's scales. A price typed on a scale goes through
+the conflict rule first. Timed changes (promotions) are sent to the labels ahead of time as timed frames and
+applied on the platform when their moment comes (`apply_due`).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from tortoise.functions import Max
+from tortoise.transactions import in_transaction
+
+from fleet.errors import Conflict, InvalidRequest, NotFound
+from fleet.models import Device, Market, Stall
+from retail.commands import Clock, CommandSender
+from retail.labels import LabelDispatcher, content_for
+from retail.models import PriceChange, PriceSource, Product, ScalePlu, ScheduledPrice, ScheduleState, ShelfLabel
+from retail.sync import decide_scale_change
+
+__all__ = ["PriceBook"]
+
+log = logging.getLogger(__name__)
+
+PRODUCT_FIELDS = ("name", "category", "origin", "unit", "grade", "promo_text", "trace_url")
+
+
+class PriceBook:
+    def __init__(self, labels: LabelDispatcher, sender: CommandSender, clock: Clock,
+                 *, schedule_lead: timedelta = timedelta(days=2)) -> None:
+        self.labels = labels
+        self.sender = sender
+        self.clock = clock
+        self.schedule_lead = schedule_lead  # timed changes further ahead are sent to labels later
+
+    # ---------------------------------------------------------------- products
+
+    async def create_product(self, market: str, data: dict[str, Any], actor: str, source: PriceSource) -> Product:
+        market_row = await Market.get_or_none(code=market)
+        if market_row is None:
+            raise NotFound(f"no market {market!r}")
+        stall = await self._stall(market, data.pop("stall_no", None))
+        if await Product.exists(market_id=market, stall=stall, code=data["code"]):
+            where = f"stall {stall.number}" if stall else "the market"
+            raise Conflict(f"product {data['code']!r} already exists in {market} {where}")
+        async with in_transaction():
+            product = await Product.create(market=market_row, stall=stall, plu_version=await self._next_version(stall),
+                                           **data)
+            await PriceChange.create(product=product, source=source, actor=actor, old_price=None,
+                                     new_price=product.price, new_promo_price=product.promo_price, at=self.clock())
+        await self._push_scales(product)
+        return product
+
+    async def get(self, product_id: int, markets: frozenset[str] | None = None) -> Product:
+        product = await Product.get_or_none(id=product_id)
+        if product is None or (markets is not None and product.market_id not in markets):  # type: ignore[attr-defined]
+            raise NotFound(f"no product {product_id}")
+        return product
+
+    async def find(self, market: str, code: str, stall_id: int | None = None) -> Product:
+        """The product with PLU `code` in a market; the stall decides when several stalls use the code."""
+        candidates = await Product.filter(market_id=market, code=code)
+        if stall_id is not None:
+            own = [p for p in candidates if p.stall_id == stall_id]  # type: ignore[attr-defined]
+            candidates = own or candidates
+        if not candidates:
+            raise NotFound(f"no product {code!r} in market {market}")
+        if len(candidates) > 1:
+            raise Conflict(f"product code {code!r} is used by {len(candidates)} stalls in {market}; "
+                           "bind through the API")
+        return candidates[0]
+
+    async def update(self, product: Product, changes: dict[str, Any], actor: str, source: PriceSource) -> Product:
+        """Change a product; a new price or promotion is recorded in the history and shown on labels and scales."""
+        old_price, old_promo = product.price, product.promo_price
+        for key in PRODUCT_FIELDS:
+            if key in changes:
+                setattr(product, key, changes[key])
+        if "price" in changes:
+            product.price = changes["price"]
+        if "promo_price" in changes:
+            product.promo_price = changes["promo_price"]
+        price_changed = (product.price, product.promo_price) != (old_price, old_promo)
+        async with in_transaction():
+            if price_changed or any(k in changes for k in ("name", "unit")):
+                product.plu_version = await self._next_version(await product.stall if product.stall_id else None)  # type: ignore[attr-defined]
+            await product.save()
+            if price_changed:
+                await PriceChange.create(product=product, source=source, actor=actor, old_price=old_price,
+                                         new_price=product.price, old_promo_price=old_promo,
+                                         new_promo_price=product.promo_price, at=self.clock())
+        await self.refresh_labels(product)
+        await self._push_scales(product)
+        return product
+
+    async def history(self, product: Product) -> list[PriceChange]:
+        return await PriceChange.filter(product=product).order_by("-at", "-id")
+
+    async def refresh_labels(self, product: Product) -> int:
+        count = 0
+        for label in await ShelfLabel.filter(product=product):
+            await self.labels.show(label, product, page=0)
+            count += 1
+        return count
+
+    # ---------------------------------------------------------------- the scale side (sync)
+
+    async def price_from_scale(self, scale_id: str, code: str, unit_price: Decimal) -> PriceChange:
+        """A price typed on a scale: applied, or refused as stale (retail/sync.py); recorded either way."""
+        scale = await Device.get_or_none(id=scale_id)
+        if scale is None or scale.market_id is None:  # type: ignore[attr-defined]
+            raise InvalidRequest(f"scale {scale_id!r} is not placed in a market")
+        product = await self.find(scale.market_id, code, scale.stall_id)  # type: ignore[attr-defined]
+        plu = await ScalePlu.get_or_none(scale_id=scale_id)
+        decision = decide_scale_change(product.plu_version, plu.held_version if plu else 0)
+        if not decision.accepted:
+            change = await PriceChange.create(product=product, source=PriceSource.SCALE, actor=scale_id,
+                                              old_price=product.price, new_price=unit_price, accepted=False,
+                                              note=decision.reason[:300], at=self.clock())
+            await self._push_scales(product, only=scale_id)  # show the scale the price that stands
+            return change
+        old = product.price
+        product.price = unit_price
+        # The scale's edit is the newest decision; bump the table so the stall's other scales get it too, and
+        # count the editing scale as holding it already.
+        product.plu_version = await self._next_version(await product.stall if product.stall_id else None)  # type: ignore[attr-defined]
+        await product.save()
+        change = await PriceChange.create(product=product, source=PriceSource.SCALE, actor=scale_id, old_price=old,
+                                          new_price=unit_price, old_promo_price=product.promo_price,
+                                          new_promo_price=product.promo_price, note=decision.reason, at=self.clock())
+        await self.refresh_labels(product)
+        await self._push_scales(product, skip=scale_id)
+        return change
+
+    async def scale_holds(self, scale_id: str, version: int) -> None:
+        plu, _ = await ScalePlu.get_or_create(scale_id=scale_id)
+        if version != plu.held_version:
+            plu.held_version = version
+            await plu.save(update_fields=["held_version"])
+
+    async def plu_table(self, stall_id: int | None, market: str) -> tuple[int, list[dict[str, Any]]]:
+        products = await Product.filter(market_id=market, stall_id=stall_id).order_by("code")
+        version = max((p.plu_version for p in products), default=0)
+        entries = [{"product_code": p.code, "product_name": p.name, "unit_price": str(p.promo_price or p.price)}
+                   for p in products]
+        return version, entries
+
+    async def _push_scales(self, product: Product, *, only: str | None = None, skip: str | None = None) -> None:
+        if product.stall_id is None:  # type: ignore[attr-defined]
+            return
+        scales = await Device.filter(stall_id=product.stall_id, kind="scale", status="active")  # type: ignore[attr-defined]
+        if not scales:
+            return
+        version, entries = await self.plu_table(product.stall_id, product.market_id)  # type: ignore[attr-defined]
+        for scale in scales:
+            if (only and scale.id != only) or scale.id == skip:
+                if scale.id == skip:
+                    await self.scale_holds(scale.id, version)
+                continue
+            await self.sender.send(scale.id, scale.market_id,  # type: ignore[attr-defined]
+                                   {"command": "set_plu", "version": version, "entries": entries})
+            plu, _ = await ScalePlu.get_or_create(scale_id=scale.id)
+            plu.sent_version, plu.sent_at = version, self.clock()
+            await plu.save(update_fields=["sent_version", "sent_at"])
+
+    async def _next_version(self, stall: Stall | None) -> int:
+        query = Product.filter(stall=stall) if stall is not None else Product.filter(stall_id=None)
+        row = await query.annotate(top=Max("plu_version")).first().values("top")
+        return int((row or {}).get("top") or 0) + 1
+
+    async def _stall(self, market: str, number: str | None) -> Stall | None:
+        if not number:
+            return None
+        stall = await Stall.get_or_none(market_id=market, number=number)
+        if stall is None:
+            raise NotFound(f"no stall {number!r} in market {market}")
+        return stall
+
+    # ---------------------------------------------------------------- timed changes
+
+    async def schedule(self, product: Product, at: datetime, price: Decimal, promo_price: Decimal | None,
+                       promo_text: str, actor: str) -> ScheduledPrice:
+        if at <= self.clock():
+            raise InvalidRequest("at: a timed change must lie in the future; change the price directly instead")
+        item = await ScheduledPrice.create(product=product, at=at, price=price, promo_price=promo_price,
+                                           promo_text=promo_text, created_by=actor)
+        if at - self.clock() <= self.schedule_lead:
+            await self._send_ahead(item, product)
+        return item
+
+    async def cancel(self, schedule_id: int, markets: frozenset[str] | None = None) -> ScheduledPrice:
+        item = await ScheduledPrice.get_or_none(id=schedule_id).prefetch_related("product")
+        if item is None or (markets is not None and item.product.market_id not in markets):  # type: ignore[attr-defined]
+            raise NotFound(f"no timed change {schedule_id}")
+        if item.state != ScheduleState.PENDING:
+            raise Conflict(f"timed change {schedule_id} is already {item.state.value}")
+        item.state = ScheduleState.CANCELLED
+        await item.save(update_fields=["state"])
+        # Labels holding the cancelled frame get the current price again as a timed frame for the same moment,
+        # which replaces the held one (esl_codec.LabelScreen keeps one frame per page and moment).
+        for label in await ShelfLabel.filter(product_id=item.product.id):  # type: ignore[attr-defined]
+            await self.labels.show(label, item.product, page=0, at=item.at)
+        return item
+
+    async def _send_ahead(self, item: ScheduledPrice, product: Product) -> int:
+        content = await content_for(product)
+        future = content.__class__(**{**content.__dict__, "price": item.price, "promo_price": item.promo_price,
+                                      "promo_text": item.promo_text or content.promo_text})
+        count = 0
+        for label in await ShelfLabel.filter(product=product):
+            image = self.labels.render(label, future, 0)
+            await self.labels.send_image(label, image, page=0, at=item.at)
+            count += 1
+        return count
+
+    async def send_upcoming(self) -> int:
+        """Send timed frames whose moment has come within the lead time (those scheduled far ahead)."""
+        now = self.clock()
+        count = 0
+        for item in await ScheduledPrice.filter(state=ScheduleState.PENDING, at__gt=now,
+                                                at__lte=now + self.schedule_lead).prefetch_related("product"):
+            count += await self._send_ahead(item, item.product)
+        return count
+
+    async def apply_due(self) -> list[ScheduledPrice]:
+        """Apply every timed change whose moment has passed: price history (source schedule), scales. Labels
+        already switched on their own; the platform only records that they now show the timed image."""
+        now = self.clock()
+        applied = []
+        for item in await ScheduledPrice.filter(state=ScheduleState.PENDING, at__lte=now).order_by("at"):
+            product = await Product.get(id=item.product_id)  # type: ignore[attr-defined]
+            old_price, old_promo = product.price, product.promo_price
+            product.price, product.promo_price = item.price, item.promo_price
+            if item.promo_text:
+                product.promo_text = item.promo_text
+            product.plu_version = await self._next_version(await product.stall if product.stall_id else None)  # type: ignore[attr-defined]
+            async with in_transaction():
+                await product.save()
+                await PriceChange.create(product=product, source=PriceSource.SCHEDULE, actor=f"schedule:{item.id}",
+                                         old_price=old_price, new_price=item.price, old_promo_price=old_promo,
+                                         new_promo_price=item.promo_price, at=item.at)
+                item.state, item.applied_at = ScheduleState.APPLIED, now
+                await item.save(update_fields=["state", "applied_at"])
+            await self._push_scales(product)
+            applied.append(item)
+        return applied
