@@ -224,8 +224,7 @@ class EslState(Health):
 class ShowImage(Payload):
     command: Literal["show_image"] = "show_image"
     image_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    url: str | None = None  # where the base station fetches the rendered image (CoAP Block2 or HTTP) …
-    frame: str | None = Field(default=None, max_length=65_536)  # … or the image inline: retail/esl_codec.py
+    url: str  # where the base station fetches the rendered image (CoAP Block2 or HTTP)
     page: int = Field(default=0, ge=0, le=15)
     at: datetime | None = None  # timed change: switch at this moment even when offline then
 
@@ -281,6 +280,10 @@ BaseStationCommand = Annotated[RelayToLabel | Reboot | Ping, Field(discriminator
 class CameraTelemetry(Payload):
     fps: float = Field(ge=0, le=240)
     people_in_view: int | None = Field(default=None, ge=0)
+    # the vision worker's own health per camera, so an operator sees when it falls behind (docs/vision.md)
+    inference_ms: float | None = Field(default=None, ge=0)
+    skipped_fps: float | None = Field(default=None, ge=0)
+    bad_frames: int | None = Field(default=None, ge=0)
 
 
 class VisionDetection(Payload):
@@ -305,6 +308,8 @@ class VisionDetection(Payload):
     count: int | None = Field(default=None, ge=0)
     confidence: float = Field(ge=0, le=1)
     evidence_url: str | None = None
+    event_id: int | None = Field(default=None, ge=0)  # the vision event row (handling state, evidence)
+    track_id: int | None = None
 
 
 CameraEvent = Annotated[VisionDetection | FaultEvent | OtaStatus, Field(discriminator="type")]

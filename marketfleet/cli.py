@@ -320,5 +320,10 @@ from marketfleet.vision_cli import vision_app  # noqa: E402  (its commands use t
 app.add_typer(vision_app, name="vision")
 
 
+from marketfleet.vision_cli import vision_app  # noqa: E402  (its commands use this module's helpers)
+
+app.add_typer(vision_app, name="vision")
+
+
 def main() -> None:
     app()

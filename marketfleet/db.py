@@ -25,8 +25,7 @@ APPS: dict[str, tuple[list[str], str]] = {
     "compliance": (["compliance.models"], "compliance.migrations"),
     "rules": (["rules.models"], "rules.migrations"),
     "firmware": (["firmware.models"], "firmware.migrations"),
-    "retail": (["retail.models"], "retail.migrations"),
-    "upstream": (["upstream.models"], "upstream.migrations"),
+    "vision": (["vision.models"], "vision.migrations"),
 }
 
 

@@ -15,11 +15,19 @@ import asyncio
 import contextlib
 import socket
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 from xml.etree import ElementTree as ET
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from fleet.errors import InvalidRequest
+from vision.config import CameraAnalytics
+from vision.models import VisionCamera
+from vision.store import VisionStore
 
 WS_DISCOVERY_ADDRESS = ("239.255.255.250", 3702)
 _NS = {
@@ -29,7 +37,7 @@ _NS = {
 }
 
 
-class OnboardingError(Exception):
+class OnboardingError(InvalidRequest):
     """A camera could not be read over ONVIF; the message says which camera and why (auth, unreachable …)."""
 
 
@@ -198,3 +206,66 @@ def _fault_text(err: Any) -> str:
     if "NotAuthorized" in message or "not Authorized" in message:
         return "wrong user name or password (ONVIF NotAuthorized)"
     return message
+
+
+class OnboardRequest(BaseModel):
+    """Onboard one camera by its ONVIF address (`POST /api/v1/vision/cameras`, `marketfleet vision onboard`)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(min_length=1, max_length=255)
+    port: int = Field(default=80, ge=1, le=65535)
+    username: str = Field(default="admin", max_length=100)
+    password: str = Field(default="", max_length=200)
+    profile: str | None = Field(default=None, max_length=64)
+    vendor: str = Field(min_length=1, max_length=32, description="vendor code the camera is registered under")
+    market: str | None = Field(default=None, max_length=32)
+    name: str = Field(default="", max_length=200)
+    analytics: CameraAnalytics = Field(default_factory=CameraAnalytics, description="lines, zones and rules")
+
+
+# (camera info, request) → device id; raises when the registry refuses (unknown vendor or market …)
+Register = Callable[[CameraInfo, OnboardRequest], Awaitable[str]]
+
+
+async def onboard(request: OnboardRequest, register: Register, store: VisionStore) -> VisionCamera:
+    """Read the camera over ONVIF, register it as a `camera` device (idempotent by serial), remember its
+    stream for the worker. The analytics configuration is validated before anything is written."""
+    analytics = request.analytics
+    info = await describe_camera(request.host, request.port, request.username, request.password,
+                                 profile=request.profile)
+    device_id = await register(info, request)
+    return await store.save_camera(
+        device_id, market=request.market, name=request.name or f"{info.manufacturer} {info.model}".strip(),
+        manufacturer=info.manufacturer, model=info.model, onvif_host=info.host, onvif_port=info.port,
+        profile=info.profile, stream_uri=info.stream_uri, snapshot_uri=info.snapshot_uri,
+        analytics=analytics.model_dump(mode="json"),
+    )
+
+
+def registry_registrar(registry: Any) -> Register:
+    """A `Register` that writes through the fleet registry (the API and the CLI run next to it)."""
+
+    async def register(info: CameraInfo, request: OnboardRequest) -> str:
+        from fleet.models import Vendor
+        from fleet.schemas import DeviceCreate
+
+        vendor = await Vendor.get_or_none(code=request.vendor)
+        if vendor is None:
+            raise InvalidRequest(f"vendor: no vendor {request.vendor!r}; create it first")
+        try:
+            row = DeviceCreate(
+                serial=info.serial, kind="camera", market=request.market, name=request.name or info.model,
+                firmware_version=info.firmware_version[:64],
+                metadata={"manufacturer": info.manufacturer, "model": info.model, "stream_uri": info.stream_uri,
+                          "snapshot_uri": info.snapshot_uri, "onvif": f"{info.host}:{info.port}"},
+            )
+        except ValueError as err:
+            raise InvalidRequest(f"camera serial {info.serial!r} cannot be a device serial: {err}") from err
+        result = await registry.register_devices(vendor, [row])
+        outcome = result.rows[0]
+        if outcome.status == "error" or outcome.device_id is None:
+            raise InvalidRequest(f"camera {info.serial}: {outcome.error}")
+        return str(outcome.device_id)
+
+    return register

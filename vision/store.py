@@ -9,17 +9,19 @@ from typing import Any, Literal
 
 from tortoise.transactions import in_transaction
 
+from fleet.errors import Conflict, InvalidRequest
+from fleet.errors import NotFound as FleetNotFound
 from vision.config import CameraAnalytics
 from vision.models import EventState, FlowMinute, VisionCamera, VisionEvent
 
 Bucket = Literal["minute", "hour", "day"]
 
 
-class NotFound(LookupError):
+class NotFound(FleetNotFound):
     """No such camera or event (the API answers 404)."""
 
 
-class InvalidQuery(ValueError):
+class InvalidQuery(InvalidRequest):
     """A query that cannot be answered as asked (the API answers 422 with this reason)."""
 
 
@@ -137,7 +139,7 @@ class VisionStore:
     async def handle_event(self, event_id: int, by: str, note: str = "") -> VisionEvent:
         event = await self.event(event_id)
         if event.state == EventState.HANDLED:
-            raise InvalidQuery(f"event {event_id} was already handled by {event.handled_by}")
+            raise Conflict(f"event {event_id} was already handled by {event.handled_by}")
         event.state, event.handled_by, event.handled_at, event.note = EventState.HANDLED, by, datetime.now(UTC), note
         await event.save()
         return event
