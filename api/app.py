@@ -25,6 +25,7 @@ from api.routes import (
     compliance,
     ingest,
     rules,
+    upstream,
     vendor,
     vision,
 )
@@ -100,7 +101,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
         return await http_exception_handler(request, exc)
 
     for module in (
-        catalog, accounts, admin, vendor, compliance, ingest, broker_admin, rules, vision,
+        catalog, accounts, admin, vendor, compliance, ingest, broker_admin, rules, upstream, vision,
     ):
         document_permissions(module.router)
         app.include_router(module.router)

@@ -224,7 +224,8 @@ class EslState(Health):
 class ShowImage(Payload):
     command: Literal["show_image"] = "show_image"
     image_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-    url: str  # where the base station fetches the rendered image (CoAP Block2 or HTTP)
+    url: str | None = None  # where the base station fetches the rendered image (CoAP Block2 or HTTP) …
+    frame: str | None = Field(default=None, max_length=65_536)  # … or the image inline: retail/esl_codec.py
     page: int = Field(default=0, ge=0, le=15)
     at: datetime | None = None  # timed change: switch at this moment even when offline then
 

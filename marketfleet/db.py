@@ -26,6 +26,8 @@ APPS: dict[str, tuple[list[str], str]] = {
     "rules": (["rules.models"], "rules.migrations"),
     "firmware": (["firmware.models"], "firmware.migrations"),
     "vision": (["vision.models"], "vision.migrations"),
+    "retail": (["retail.models"], "retail.migrations"),
+    "upstream": (["upstream.models"], "upstream.migrations"),
 }
 
 

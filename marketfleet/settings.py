@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from rules.service import RulesSettings
+from upstream.settings import UpstreamSettings
 from vision.config import VisionSettings
 
 
@@ -115,6 +116,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     tls: TlsSettings = TlsSettings()
     rules: RulesSettings = RulesSettings()  # docs/rules.md
+    upstream: UpstreamSettings = UpstreamSettings()  # docs/upstream.md
     vision: VisionSettings = VisionSettings()  # the `marketfleet vision run` worker (docs/vision.md)
 
     @classmethod
