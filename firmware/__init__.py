@@ -17,7 +17,8 @@ from typing import Any
 _EXPORTS = {
     "setup": "firmware.service",
     "FirmwareService": "firmware.service",
-    "FirmwareSettings": "firmware.service",
+    "FirmwareSettings": "firmware.settings",
+    "mqtt_downlink": "firmware.service",
     "OrchestratorService": "firmware.orchestrator",
     "StatusOutcome": "firmware.orchestrator",
     "CampaignService": "firmware.campaigns",

@@ -18,17 +18,18 @@ from fastapi import FastAPI
 from accounts.service import Accounts
 from api import create_app
 from api.context import ApiContext
+from firmware.service import mqtt_downlink, no_downlink
+from firmware.service import setup as setup_firmware
 from fleet.registry import Registry
 from marketfleet import db
 from marketfleet.keys import load_or_create
 from marketfleet.settings import InfluxTelemetrySettings, Settings
 from rules import setup as setup_rules
 from telemetry import TelemetryStore, open_store
-from upstream import setup as setup_upstream
 
 SERVICE_ACCOUNT = "mf-platform"
+FIRMWARE_FEED_BUFFER = 100_000  # envelopes the OTA status feed may fall behind by (it skips all but ota_status)
 RULES_FEED_BUFFER = 100_000  # envelopes the rules engine may fall behind by before the oldest are lost
-UPSTREAM_FEED_BUFFER = 100_000  # events the upstream recorder may fall behind by (docs/upstream.md)
 
 
 @dataclass
@@ -102,14 +103,6 @@ async def start_platform(settings: Settings, *, ingest: bool = True) -> Platform
         stack.push_async_callback(rules_service.aclose)
         services["rules"] = rules_service
 
-        # Upward data flow (docs/upstream.md): alerts from the rules here, device events from the bus below.
-        upstream_service = setup_upstream(settings.upstream) if settings.upstream.targets else None
-        if upstream_service is not None:
-            upstream_service.follow(rules_service.stream.subscribe())
-            await upstream_service.start()
-            stack.push_async_callback(upstream_service.aclose)  # closes after the broker: its last events go too
-            services["upstream"] = upstream_service
-
         if ingest:
             from broker.service import setup as setup_broker
 
@@ -119,15 +112,26 @@ async def start_platform(settings: Settings, *, ingest: bool = True) -> Platform
             )
             # Subscribed before the broker starts, so nothing an early device replays escapes the rules.
             rules_service.follow(broker.bus.subscribe(maxsize=RULES_FEED_BUFFER, name="rules"))
-            if upstream_service is not None:
-                from broker.bus import PresenceChanged
-                from fleet.envelope import Envelope
-
-                upstream_service.follow(broker.bus.subscribe(
-                    maxsize=UPSTREAM_FEED_BUFFER, kinds=(Envelope, PresenceChanged), name="upstream"))
             await broker.start()
             stack.push_async_callback(broker.aclose)
             services.update(broker=broker, pipeline=broker.pipeline, bus=broker.bus)
+
+        # Firmware: campaigns are managed in every role; the orchestrator, its MQTT downlink and the feed of
+        # ota_status events run where ingest runs (one orchestrator per fleet).
+        firmware_service = setup_firmware(
+            settings.firmware, registry=registry, data_dir=settings.data_dir,
+            send=_ota_downlink(services["broker"]) if ingest else no_downlink,
+            http_base_url=f"http://{settings.api.host}:{settings.api.port}",
+            coap_base_url=f"coap://{settings.coap.host}:{settings.coap.port}",
+        )
+        if ingest and settings.firmware.enabled:
+            firmware_service.follow(services["bus"].subscribe(maxsize=FIRMWARE_FEED_BUFFER, name="firmware"))
+            if "coap" in services:  # CoAP Block2 downloads for constrained devices and ESL base stations
+                coap = services["coap"]
+                coap.mount(("mf", "v1", "fw"), firmware_service.coap_resource(coap.authenticated_device))
+            await firmware_service.start()
+        stack.push_async_callback(firmware_service.aclose)
+        services["firmware"] = firmware_service
 
         ctx = ApiContext(
             registry=registry, accounts=accounts, admin_token=token,
@@ -139,6 +143,12 @@ async def start_platform(settings: Settings, *, ingest: bool = True) -> Platform
         raise
     return Platform(settings=settings, registry=registry, admin_token=token, app=app, store=store,
                     services=services, _stack=stack)
+
+
+def _ota_downlink(broker: Any) -> Any:
+    from broker.topics import down_topic
+
+    return mqtt_downlink(broker.publish, down_topic)
 
 
 @contextlib.asynccontextmanager

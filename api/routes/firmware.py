@@ -1,11 +1,16 @@
-"""Firmware and OTA endpoints: vendors upload images for their own models, operators run campaigns, devices
-download images (HTTP Range) and poll for their job. See docs/ota.md.
+"""Firmware and OTA endpoints: vendors upload images for their own models, operators run campaigns (progress
+also as server-sent events), devices download images (HTTP Range) and poll for their job. See docs/ota.md.
 
-The service is `ctx.services["firmware"]` (firmware/service.py), put there by the composition root.
+The service is `ctx.services["firmware"]` (firmware/service.py), put there by the composition root. Device
+routes authenticate the device (`Bearer <device_id>:<secret>`), never a person: they are marked `x-auth: device`
+in the OpenAPI spec. The signing key is public (`x-auth: public`): it only verifies.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Form, Header, Query, Request, UploadFile, status
@@ -13,7 +18,7 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import Field
 
 from accounts.permissions import Permission, Principal
-from api.auth import ContextDep, FleetRead, VendorDep, require, resolve_principal
+from api.auth import ContextDep, FleetRead, VendorDep, require
 from firmware.delivery import RangeNotSatisfiable, etag_for, if_range_allows, parse_range
 from firmware.models import DeviceJob
 from firmware.schemas import (
@@ -28,12 +33,14 @@ from firmware.schemas import (
     SigningKeyPublic,
 )
 from firmware.service import FirmwareService
-from firmware.states import CampaignState, JobState
-from fleet.errors import Forbidden, NotFound, Unauthorised
+from firmware.states import FINISHED_CAMPAIGN, CampaignState, JobState
+from fleet.errors import NotFound
 from fleet.schemas import Page
 
 router = APIRouter(prefix="/api/v1/firmware", tags=["firmware"])
 UPLOAD_CHUNK = 256 * 1024
+DEVICE_AUTH = {"x-auth": "device"}
+KEEPALIVE_S = 15.0
 
 
 def get_firmware(ctx: ContextDep) -> FirmwareService:
@@ -47,28 +54,10 @@ FirmwareDep = Annotated[FirmwareService, Depends(get_firmware)]
 FirmwareWrite = Annotated[Principal, require(Permission.FIRMWARE_WRITE)]
 
 
-async def image_reader(request: Request, ctx: ContextDep) -> Principal:
-    """A vendor (its own images) or anyone who may read the fleet (all images)."""
-    principal = await resolve_principal(request, ctx)
-    if principal is None:
-        raise Unauthorised("sign in, or send 'Authorization: Bearer <token>' or 'X-API-Key: <key>'")
-    if not (principal.can(Permission.FLEET_READ) or principal.can(Permission.VENDOR_SELF)):
-        raise Forbidden(f"role {principal.role.value!r} may not read firmware images")
-    return principal
-
-
-ImageReader = Annotated[Principal, Depends(image_reader)]
-
-
-def _vendor_scope(principal: Principal) -> int | None:
-    """None (every vendor) for fleet readers; a vendor sees only its own images."""
-    return None if principal.can(Permission.FLEET_READ) else principal.vendor_id or -1
-
-
 # ---------------------------------------------------------------- images
 
 
-@router.get("/signing-key", response_model=SigningKeyPublic)
+@router.get("/signing-key", response_model=SigningKeyPublic, openapi_extra={"x-auth": "public"})
 async def signing_key(firmware: FirmwareDep) -> SigningKeyPublic:
     """The public key devices verify images with (provision it at manufacturing)."""
     return firmware.signing_key()
@@ -96,17 +85,30 @@ async def upload_image(
 
 
 @router.get("/images", response_model=list[ImagePublic])
-async def list_images(who: ImageReader, firmware: FirmwareDep, model_id: int | None = None) -> list[ImagePublic]:
-    images = await firmware.images.list(_vendor_scope(who), model_id)
-    return [ImagePublic.model_validate(i) for i in images]
+async def list_images(_: FleetRead, firmware: FirmwareDep, model_id: int | None = None) -> list[ImagePublic]:
+    return [ImagePublic.model_validate(i) for i in await firmware.images.list(None, model_id)]
 
 
 @router.get("/images/{image_id}", response_model=ImagePublic)
-async def get_image(image_id: int, who: ImageReader, firmware: FirmwareDep) -> ImagePublic:
-    return ImagePublic.model_validate(await firmware.images.get(image_id, _vendor_scope(who)))
+async def get_image(image_id: int, _: FleetRead, firmware: FirmwareDep) -> ImagePublic:
+    return ImagePublic.model_validate(await firmware.images.get(image_id))
 
 
-@router.api_route("/images/{image_id}/blob", methods=["GET", "HEAD"], response_class=Response)
+@router.get("/vendor/images", response_model=list[ImagePublic])
+async def list_own_images(vendor: VendorDep, firmware: FirmwareDep, model_id: int | None = None) -> list[ImagePublic]:
+    """The calling vendor's images."""
+    return [ImagePublic.model_validate(i) for i in await firmware.images.list(vendor.id, model_id)]
+
+
+@router.get("/vendor/images/{image_id}", response_model=ImagePublic)
+async def get_own_image(image_id: int, vendor: VendorDep, firmware: FirmwareDep) -> ImagePublic:
+    """One of the calling vendor's images (another vendor's is 404)."""
+    return ImagePublic.model_validate(await firmware.images.get(image_id, vendor.id))
+
+
+@router.get("/images/{image_id}/blob", response_class=Response, openapi_extra=DEVICE_AUTH)
+@router.head("/images/{image_id}/blob", response_class=Response, openapi_extra=DEVICE_AUTH,
+             operation_id="download_image_head")  # fmt: skip
 async def download_image(
     image_id: int,
     request: Request,
@@ -147,7 +149,7 @@ async def download_image(
     )
 
 
-@router.get("/device/job", response_model=None)
+@router.get("/device/job", response_model=None, openapi_extra=DEVICE_AUTH)
 async def current_job(
     firmware: FirmwareDep, authorization: Annotated[str | None, Header()] = None
 ) -> Response | dict[str, Any]:
@@ -184,6 +186,39 @@ async def list_campaigns(
 async def campaign_progress(campaign_id: int, firmware: FirmwareDep, _: FleetRead) -> CampaignProgress:
     """The campaign with counts, percentages and ETA, overall and per wave."""
     return await firmware.campaigns.progress(campaign_id)
+
+
+@router.get("/campaigns/{campaign_id}/events", response_class=StreamingResponse)
+async def campaign_events(
+    campaign_id: int,
+    firmware: FirmwareDep,
+    _: FleetRead,
+    interval_s: Annotated[float, Query(ge=0.1, le=60)] = 1.0,
+) -> StreamingResponse:
+    """Server-sent events: `progress` (the same body as GET /campaigns/{id}) whenever it changes, checked every
+    `interval_s`; `end` once the campaign is completed, aborted or cancelled; comments as keep-alive."""
+    first = await firmware.campaigns.progress(campaign_id)  # 404 before the stream starts
+
+    async def events() -> AsyncIterator[str]:
+        yield "retry: 3000\n: connected\n\n"
+        progress, last, quiet = first, "", 0.0
+        while True:
+            data = progress.model_dump_json()
+            if data != last:
+                yield f"event: progress\ndata: {data}\n\n"
+                last, quiet = data, 0.0
+            elif quiet >= KEEPALIVE_S:
+                yield ": keep-alive\n\n"
+                quiet = 0.0
+            if progress.state in FINISHED_CAMPAIGN:
+                yield f"event: end\ndata: {json.dumps({'state': progress.state.value})}\n\n"
+                return
+            await asyncio.sleep(interval_s)
+            quiet += interval_s
+            progress = await firmware.campaigns.progress(campaign_id)
+
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    return StreamingResponse(events(), media_type="text/event-stream", headers=headers)
 
 
 @router.get("/campaigns/{campaign_id}/jobs", response_model=Page[JobPublic])

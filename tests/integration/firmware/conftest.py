@@ -1,8 +1,8 @@
 """A running firmware service on the test platform (SQLite and PostgreSQL), its routes on the real HTTP server,
 and simulated devices that answer job announcements.
 
-The composition root is not wired for firmware yet, so this does here what it will do: build the service with
-`setup(...)`, put it in `ctx.services["firmware"]`, include the router, start the orchestrator.
+The platform's own firmware service (if its composition root built one) is stopped and replaced for the module
+by one whose downlink is the simulated devices and whose clock a test can move; the router is the platform's.
 """
 
 from __future__ import annotations
@@ -177,15 +177,23 @@ async def ota_service(platform, api, tmp_path_factory) -> AsyncIterator[Ota]:  #
         clock=clock,
     )
     agents.append(AgentFleet(base_url, service.keypair.public_key, service.on_status))
-    platform.app.include_router(firmware_routes.router)
-    platform.app.state.ctx.services["firmware"] = service
+    services = platform.app.state.ctx.services
+    original = services.get("firmware")
+    if original is not None:
+        await original.aclose()  # one orchestrator per database
+    if not any(getattr(r, "path", "").startswith(firmware_routes.router.prefix) for r in platform.app.routes):
+        platform.app.include_router(firmware_routes.router)
+    services["firmware"] = service
     await service.start()
     try:
         yield Ota(service, agents[0], clock, api)
     finally:
         await service.aclose()
         await agents[0].aclose()
-        platform.app.state.ctx.services.pop("firmware", None)
+        if original is not None:
+            services["firmware"] = original
+        else:
+            services.pop("firmware", None)
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ import os
 import httpx
 import pytest
 from aiocoap import GET, Context, Message, resource
+from aiocoap.numbers.codes import Code
 from aiocoap.optiontypes import BlockOption
 
 from firmware.device import DownloadInterrupted, ImageDownload
@@ -98,9 +99,10 @@ async def test_only_an_authenticated_compatible_device_may_download(ota: Ota) ->
 
 
 async def test_coap_block2_serves_the_image_block_by_block(ota: Ota) -> None:
-    image, _, _ = await _device_and_image(ota, "coapdl")
+    image, device_id, _ = await _device_and_image(ota, "coapdl")
+    caller: dict[str, str | None] = {"device": device_id}  # whom the transport's OSCORE layer authenticated
     site = resource.Site()
-    site.add_resource(("mf", "v1", "fw"), ota.service.coap_resource())
+    site.add_resource(("mf", "v1", "fw"), ota.service.coap_resource(lambda request: caller["device"]))
     port = find_free_port()
     server = await Context.create_server_context(site, bind=("127.0.0.1", port))
     client = await Context.create_client_context()
@@ -122,6 +124,10 @@ async def test_coap_block2_serves_the_image_block_by_block(ota: Ota) -> None:
 
         missing = await asyncio.wait_for(client.request(Message(code=GET, uri=uri + "999")).response, 10)
         assert not missing.code.is_successful()
+
+        caller["device"] = None  # an unprotected request, or a device that may not have this image
+        refused = await asyncio.wait_for(client.request(Message(code=GET, uri=uri)).response, 10)
+        assert refused.code == Code.UNAUTHORIZED
     finally:
         await client.shutdown()
         await server.shutdown()

@@ -88,12 +88,16 @@ async def test_vendors_see_only_their_images_and_operators_see_all(ota: Ota) -> 
     mine = await ota.vendor_fleet("scopea", 0)
     theirs = await ota.vendor_fleet("scopeb", 0)
     image = await mine.upload("1.0.0", IMAGE)
-    assert (await ota.api.get(f"/api/v1/firmware/images/{image['id']}", headers=mine.headers)).status_code == 200
-    assert (await ota.api.get(f"/api/v1/firmware/images/{image['id']}", headers=theirs.headers)).status_code == 404
-    listed = (await ota.api.get("/api/v1/firmware/images", headers=theirs.headers)).json()
+    own = f"/api/v1/firmware/vendor/images/{image['id']}"
+    assert (await ota.api.get(own, headers=mine.headers)).status_code == 200
+    assert (await ota.api.get(own, headers=theirs.headers)).status_code == 404
+    listed = (await ota.api.get("/api/v1/firmware/vendor/images", headers=theirs.headers)).json()
     assert image["id"] not in [i["id"] for i in listed]
+    assert image["id"] in [i["id"] for i in (await ota.api.get("/api/v1/firmware/vendor/images",
+                                                                headers=mine.headers)).json()]  # fmt: skip
     everything = (await ota.api.get("/api/v1/firmware/images", headers=ADMIN)).json()
     assert image["id"] in [i["id"] for i in everything]
+    assert (await ota.api.get("/api/v1/firmware/images", headers=mine.headers)).status_code == 403
 
 
 async def test_uploading_needs_a_vendor_key(ota: Ota) -> None:
