@@ -14,8 +14,8 @@ from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from firmware.settings import FirmwareSettings
-
 from rules.service import RulesSettings
+from vision.config import VisionSettings
 
 
 class RegistrySettings(BaseModel):
@@ -92,6 +92,7 @@ class Settings(BaseSettings):
     api: ApiSettings = ApiSettings()
     firmware: FirmwareSettings = FirmwareSettings()  # docs/ota.md
     rules: RulesSettings = RulesSettings()  # docs/rules.md
+    vision: VisionSettings = VisionSettings()  # the `marketfleet vision run` worker (docs/vision.md)
 
     @classmethod
     def settings_customise_sources(
