@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 from tortoise.functions import Count, Sum
 
 from fleet.errors import InvalidRequest, NotFound
+from fleet.kinds import validate_payload
 from fleet.models import Device, Market
 from retail.anomalies import AnomalyLimits, SaleContext, SaleFacts, check
 from retail.commands import Clock
@@ -57,11 +58,11 @@ class Ledger:
         self._tz: dict[str, ZoneInfo] = {}
 
     async def record(self, scale_id: str, sale: dict[str, Any], received_at: datetime | None = None) -> Transaction:
-        """Store one `transaction` event of a scale (already schema-validated) with its anomaly flags."""
+        """Store one `transaction` event of a scale with its anomaly flags; ValidationError if it is not one."""
         received = received_at or self.clock()
+        sale = validate_payload("scale", "event", {**sale, "type": "transaction"}).model_dump()
         when: datetime = sale["time"]
-        weight, price = Decimal(str(sale["weight_kg"])), Decimal(str(sale["unit_price"]))
-        total = Decimal(str(sale["total"]))
+        weight, price, total = sale["weight_kg"], sale["unit_price"], sale["total"]
         market = sale["market_code"]
         code = sale.get("product_code") or ""
         context = SaleContext(
