@@ -17,7 +17,8 @@ Mosquitto 2.0.11 facts this relies on (checked by tests/integration/broker/test_
   (one control message per `batch_delay_s`, up to `max_batch` commands).
 
 Issuing a credential queues the commands and returns (the batch goes out within ~10 ms; `flush()` waits for
-it). Revoking waits until Mosquitto has disabled (and so disconnected) the client. `reconcile(registry)` at
+it). Rotating one also disables and re-enables the client, which ends a session still using the old secret.
+Revoking waits until Mosquitto has disabled (and so disconnected) the client. `reconcile(registry)` at
 start-up repairs drift: every active device present, enabled, with its re-derived secret and role; clients we
 created (`textdescription` = `marketfleet-device`) of revoked or disabled devices disabled, of devices no
 longer in the registry deleted with their role.
@@ -120,6 +121,7 @@ class DynsecProvisioner:
         self._wakeup = asyncio.Event()
         self._outstanding: set[asyncio.Future[dict[str, Any]]] = set()
         self.commands_sent = 0
+        self._known: set[str] = set()  # device clients that exist in Mosquitto (from reconcile, or provisioned)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -245,6 +247,7 @@ class DynsecProvisioner:
 
     async def provision(self, device_id: str, secret: str, *, wait: bool = True) -> None:
         """Create or repair one device's client and role with this secret."""
+        self._known.add(device_id)
         await self._submit(self._device_commands(device_id, secret), wait=wait)
 
     async def disable(self, device_id: str) -> None:
@@ -253,6 +256,7 @@ class DynsecProvisioner:
         log.info("dynsec: disabled %s (%s)", device_id, answers[0].get("error", "ok") if answers else "?")
 
     async def delete(self, device_id: str) -> None:
+        self._known.discard(device_id)
         await self._submit([
             {"command": "deleteClient", "username": device_id},
             {"command": "deleteRole", "rolename": device_role(device_id, self.role_prefix)},
@@ -285,7 +289,14 @@ class DynsecProvisioner:
     # ---------------------------------------------------------------- fleet.registry.CredentialListener
 
     async def credential_issued(self, device: Device, secret: str) -> None:
-        await self.provision(device.id, secret, wait=False)
+        commands = self._device_commands(device.id, secret)
+        if device.id in self._known:
+            # A rotation: Mosquitto keeps a live session when only the password changes; disabling and
+            # enabling again ends it, so the old secret stops working at once, as in embedded mode.
+            commands += [{"command": "disableClient", "username": device.id},
+                         {"command": "enableClient", "username": device.id}]
+        self._known.add(device.id)
+        await self._submit(commands, wait=False)
 
     async def credential_revoked(self, device: Device) -> None:
         await self.disable(device.id)
@@ -303,6 +314,7 @@ class DynsecProvisioner:
         if access.get("publishClientReceive") is False:
             log.info("dynsec default publishClientReceive is deny; device roles allow their own downlinks")
         existing = {c["username"]: c for c in await self.list_clients()}
+        self._known |= {u for u, c in existing.items() if c.get("textdescription") == DEVICE_MARKER}
         rows = await Device.all().values("id", "status")
         known = {row["id"]: str(getattr(row["status"], "value", row["status"])) for row in rows}
         commands: list[dict[str, Any]] = []

@@ -217,8 +217,8 @@ async def test_revoke_and_rotate_take_effect_in_mosquitto(
     client = await connect_now(mosquitto_server, device_id, secret)
     new_secret = await registry.rotate_credential(device_id)
     await service.provisioner.flush()
-    fresh = await connect_now(mosquitto_server, device_id, new_secret)  # same client id: old one is kicked
-    await asyncio.wait_for(client.closed.wait(), 2)
+    await asyncio.wait_for(client.closed.wait(), 2)  # the session of the old secret ends at once
+    fresh = await connect_now(mosquitto_server, device_id, new_secret)
     assert (await connect(mosquitto_server, device_id, secret))[1] == 5
     await registry.revoke_credentials(device_id)
     await asyncio.wait_for(fresh.closed.wait(), 2)
