@@ -17,7 +17,19 @@ from api.audit import AuditMiddleware
 from api.auth import document_permissions
 from api.context import ApiContext
 from api.errors import install_error_handlers
-from api.routes import accounts, admin, catalog, compliance, firmware, rules, vendor, vision
+from api.routes import (
+    accounts,
+    admin,
+    broker_admin,
+    catalog,
+    compliance,
+    firmware,
+    ingest,
+    rules,
+    upstream,
+    vendor,
+    vision,
+)
 
 STATIC_DIR = Path(__file__).parent / "static"
 
@@ -89,7 +101,9 @@ def create_app(ctx: ApiContext) -> FastAPI:
             exc = StarletteHTTPException(400, "body: not decodable as UTF-8 JSON; send UTF-8 text")
         return await http_exception_handler(request, exc)
 
-    for module in (catalog, accounts, admin, vendor, compliance, rules, firmware, vision):
+    for module in (
+        catalog, accounts, admin, vendor, compliance, ingest, broker_admin, rules, firmware, upstream, vision,
+    ):
         document_permissions(module.router)
         app.include_router(module.router)
     app.include_router(dashboard.router)

@@ -26,10 +26,12 @@ from marketfleet.keys import load_or_create
 from marketfleet.settings import InfluxTelemetrySettings, Settings
 from rules import setup as setup_rules
 from telemetry import TelemetryStore, open_store
+from upstream import setup as setup_upstream
 
 SERVICE_ACCOUNT = "mf-platform"
 FIRMWARE_FEED_BUFFER = 100_000  # envelopes the OTA status feed may fall behind by (it skips all but ota_status)
 RULES_FEED_BUFFER = 100_000  # envelopes the rules engine may fall behind by before the oldest are lost
+UPSTREAM_FEED_BUFFER = 100_000  # events the upstream recorder may fall behind by (docs/upstream.md)
 
 
 @dataclass
@@ -103,6 +105,14 @@ async def start_platform(settings: Settings, *, ingest: bool = True) -> Platform
         stack.push_async_callback(rules_service.aclose)
         services["rules"] = rules_service
 
+        # Upward data flow (docs/upstream.md): alerts from the rules here, device events from the bus below.
+        upstream_service = setup_upstream(settings.upstream) if settings.upstream.targets else None
+        if upstream_service is not None:
+            upstream_service.follow(rules_service.stream.subscribe())
+            await upstream_service.start()
+            stack.push_async_callback(upstream_service.aclose)  # closes after the broker: its last events go too
+            services["upstream"] = upstream_service
+
         if ingest:
             from broker.service import setup as setup_broker
 
@@ -112,6 +122,12 @@ async def start_platform(settings: Settings, *, ingest: bool = True) -> Platform
             )
             # Subscribed before the broker starts, so nothing an early device replays escapes the rules.
             rules_service.follow(broker.bus.subscribe(maxsize=RULES_FEED_BUFFER, name="rules"))
+            if upstream_service is not None:
+                from broker.bus import PresenceChanged
+                from fleet.envelope import Envelope
+
+                upstream_service.follow(broker.bus.subscribe(
+                    maxsize=UPSTREAM_FEED_BUFFER, kinds=(Envelope, PresenceChanged), name="upstream"))
             await broker.start()
             stack.push_async_callback(broker.aclose)
             services.update(broker=broker, pipeline=broker.pipeline, bus=broker.bus)

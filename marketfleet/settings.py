@@ -10,11 +10,12 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from firmware.settings import FirmwareSettings
 from rules.service import RulesSettings
+from upstream.settings import UpstreamSettings
 from vision.config import VisionSettings
 
 
@@ -68,6 +69,30 @@ class CoapSettings(BaseModel):
     port: int = 5683
 
 
+class TlsSettings(BaseModel):
+    """Certificates for HTTPS and MQTT over TLS (docs/security.md); `marketfleet certs dev` makes a local set."""
+
+    cert_file: str = ""  # PEM certificate (chain) of this server; empty: no TLS
+    key_file: str = ""
+    mqtt_port: int = 8883
+    only: bool = False  # refuse plain connections: no MQTT on broker.port, the API is HTTPS anyway
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.cert_file)
+
+    @model_validator(mode="after")
+    def _complete(self) -> TlsSettings:
+        if bool(self.cert_file) != bool(self.key_file):
+            raise ValueError("give both cert_file and key_file, or neither")
+        if self.only and not self.cert_file:
+            raise ValueError("only = true needs cert_file and key_file")
+        for path in (self.cert_file, self.key_file):
+            if path and not Path(path).is_file():
+                raise ValueError(f"no such file: {path}")
+        return self
+
+
 class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8000
@@ -91,7 +116,9 @@ class Settings(BaseSettings):
     coap: CoapSettings = CoapSettings()
     api: ApiSettings = ApiSettings()
     firmware: FirmwareSettings = FirmwareSettings()  # docs/ota.md
+    tls: TlsSettings = TlsSettings()
     rules: RulesSettings = RulesSettings()  # docs/rules.md
+    upstream: UpstreamSettings = UpstreamSettings()  # docs/upstream.md
     vision: VisionSettings = VisionSettings()  # the `marketfleet vision run` worker (docs/vision.md)
 
     @classmethod
