@@ -16,6 +16,7 @@ from rich.console import Console
 
 from fleet.errors import MarketFleetError
 from marketfleet import db
+from marketfleet.firmware_cli import firmware_app, ota_app
 from marketfleet.settings import ConfigFileError, Settings, load_settings, masked_dump
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="MarketFleet: the smart market's device fleet.")
@@ -31,6 +32,8 @@ app.add_typer(vendor_app, name="vendor")
 app.add_typer(device_app, name="device")
 app.add_typer(user_app, name="user")
 app.add_typer(certs_app, name="certs")
+app.add_typer(firmware_app, name="firmware")
+app.add_typer(ota_app, name="ota")
 
 console = Console()
 err_console = Console(stderr=True)
