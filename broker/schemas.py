@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -59,3 +59,20 @@ class IngestMetrics(BaseModel):
     broker: dict[str, Any] | None = Field(default=None, description="embedded broker: sessions, subscriptions…")
     workers: dict[str, Any] | None = Field(default=None, description="external mode: per ingest worker")
     bus_dropped: dict[str, int] = Field(default_factory=dict, description="events a slow subscriber lost")
+
+
+class EmqxAuthRequest(BaseModel):
+    username: str = Field(default="", max_length=128)
+    password: str = Field(default="", max_length=256)
+    clientid: str = Field(default="", max_length=128)
+
+
+class EmqxAclRequest(BaseModel):
+    username: str = Field(default="", max_length=128)
+    topic: str = Field(max_length=1024)
+    action: Literal["publish", "subscribe"]
+
+
+class EmqxResult(BaseModel):
+    result: Literal["allow", "deny"]
+    is_superuser: bool = False

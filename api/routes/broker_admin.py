@@ -1,6 +1,8 @@
-"""Ingest for operators: dead letters (what devices sent that was refused, and why), presence, ingest metrics.
+"""Ingest for operators: dead letters (what devices sent that was refused, and why), presence, ingest metrics;
+and the HTTP auth hooks an EMQX broker calls in external mode.
 
-Thin: the queries live in broker/admin.py. Every route needs fleet:read and answers within the caller's markets.
+Thin: the queries live in broker/admin.py, the EMQX rules in broker/emqx.py. The read routes need fleet:read and
+answer within the caller's markets; the EMQX hooks need platform:admin (EMQX sends that bearer token).
 """
 
 from __future__ import annotations
@@ -10,9 +12,17 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Query
 
-from api.auth import ContextDep, FleetRead
-from broker import admin
-from broker.schemas import DeadLetterPage, DeadLetterSummary, IngestMetrics, PresencePage
+from api.auth import ContextDep, FleetRead, PlatformAdmin
+from broker import admin, emqx
+from broker.schemas import (
+    DeadLetterPage,
+    DeadLetterSummary,
+    EmqxAclRequest,
+    EmqxAuthRequest,
+    EmqxResult,
+    IngestMetrics,
+    PresencePage,
+)
 
 if TYPE_CHECKING:
     from broker.service import BrokerService
@@ -70,3 +80,24 @@ async def metrics(who: FleetRead, ctx: ContextDep) -> IngestMetrics:
     """Ingest counters of this process (uplinks, stored, duplicates, rejected by reason), dead letters by reason,
     presence, and the broker's sessions/subscriptions (embedded) or workers (external)."""
     return await admin.ingest_metrics(_service(ctx), who.markets)
+
+
+def _service_account(ctx: Any) -> tuple[str, str]:
+    service = _service(ctx)
+    return (service.params.username, service.params.password) if service is not None else ("", "")
+
+
+@router.post("/emqx/authenticate", response_model=EmqxResult)
+async def emqx_authenticate(data: EmqxAuthRequest, _: PlatformAdmin, ctx: ContextDep) -> EmqxResult:
+    """EMQX HTTP authenticator: is this CONNECT a device with its current secret (or the platform)?"""
+    user, password = _service_account(ctx)
+    result, superuser = await emqx.authenticate(ctx.registry, data.username, data.password, data.clientid,
+                                                service_username=user, service_password=password)
+    return EmqxResult(result=result, is_superuser=superuser)
+
+
+@router.post("/emqx/authorize", response_model=EmqxResult)
+async def emqx_authorize(data: EmqxAclRequest, _: PlatformAdmin, ctx: ContextDep) -> EmqxResult:
+    """EMQX HTTP authoriser: a device publishes only under its own up/ and subscribes only to its own down/."""
+    user, _password = _service_account(ctx)
+    return EmqxResult(result=emqx.authorize(data.username, data.topic, data.action, service_username=user))

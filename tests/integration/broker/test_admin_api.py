@@ -129,3 +129,40 @@ async def test_ingest_admin_needs_a_credential_and_refuses_bad_filters(started) 
     bad = await api.get("/api/v1/broker/dead-letters", params={"transport": "pigeon"}, headers=ADMIN)
     assert bad.status_code in (400, 422) and "transport" in bad.text
     assert (await api.get("/api/v1/broker/dead-letters", params={"limit": 0}, headers=ADMIN)).status_code in (400, 422)
+
+
+async def test_emqx_hooks_apply_the_device_rules(started) -> None:
+    platform, api = started
+    device_id, secret = await new_device(api, "EMQX1")
+    other, _ = await new_device(api, "EMQX2")
+
+    async def authn(username: str, password: str, clientid: str) -> str:
+        response = await api.post("/api/v1/broker/emqx/authenticate", headers=ADMIN,
+                                  json={"username": username, "password": password, "clientid": clientid})
+        assert response.status_code == 200, response.text
+        return response.json()["result"]
+
+    async def authz(topic: str, action: str, username: str = device_id) -> str:
+        response = await api.post("/api/v1/broker/emqx/authorize", headers=ADMIN,
+                                  json={"username": username, "topic": topic, "action": action})
+        assert response.status_code == 200, response.text
+        return response.json()["result"]
+
+    assert await authn(device_id, secret, device_id) == "allow"
+    assert await authn(device_id, "wrong", device_id) == "deny"
+    assert await authn(device_id, secret, "another-client-id") == "deny"
+    service = platform.services["broker"].params
+    assert await authn(service.username, service.password, "any") == "allow"
+    assert await authz(topics.up_topic("M1", device_id, "telemetry"), "publish") == "allow"
+    assert await authz(topics.up_topic("M1", other, "telemetry"), "publish") == "deny"
+    assert await authz(topics.down_topic("M1", device_id, "cmd"), "publish") == "deny"
+    assert await authz(topics.device_down_filter("M1", device_id), "subscribe") == "allow"
+    assert await authz(topics.device_down_filter("M1", other), "subscribe") == "deny"
+    assert await authz("#", "subscribe") == "deny"
+    assert await authz("$share/mf-ingest/mf/v1/+/+/up/#", "subscribe", service.username) == "allow"
+    await api.post(f"/api/v1/admin/devices/{device_id}/credentials/revoke", headers=ADMIN)
+    assert await authn(device_id, secret, device_id) == "deny"
+    refused = await api.post("/api/v1/broker/emqx/authorize", headers=ADMIN,
+                             json={"username": device_id, "topic": "x", "action": "retain"})
+    assert refused.status_code in (400, 422) and "action" in refused.text
+    assert (await api.post("/api/v1/broker/emqx/authenticate", json={})).status_code == 401
