@@ -131,6 +131,9 @@ async def start_platform(settings: Settings, *, ingest: bool = True) -> Platform
             await broker.start()
             stack.push_async_callback(broker.aclose)
             services.update(broker=broker, pipeline=broker.pipeline, bus=broker.bus)
+            from broker.transports import start_transports
+
+            services.update(await start_transports(settings, registry, broker.pipeline, stack))
 
         # Firmware: campaigns are managed in every role; the orchestrator, its MQTT downlink and the feed of
         # ota_status events run where ingest runs (one orchestrator per fleet).

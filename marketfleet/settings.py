@@ -67,6 +67,26 @@ class CoapSettings(BaseModel):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = 5683
+    # OSCORE sequence numbers and replay windows (docs/coap.md); {data_dir}/coap-oscore.sqlite3 when empty
+    state_path: str = ""
+    max_queued_commands: int = Field(default=100, ge=1)
+
+
+class SerialPortSettings(BaseModel):
+    """One RS-232 port and the scales wired to it (docs/serial.md)."""
+
+    url: str  # /dev/ttyUSB0, /dev/serial/by-id/…, rfc2217://host:port
+    devices: list[str] = Field(min_length=1)
+    name: str = ""  # defaults to the url
+    baudrate: int = 9600
+    bytesize: Literal[5, 6, 7, 8] = 8
+    parity: Literal["N", "E", "O", "M", "S"] = "N"
+    stopbits: Literal[1, 1.5, 2] = 1
+
+
+class SerialSettings(BaseModel):
+    # e.g. MF_SERIAL__PORTS='[{"url": "/dev/ttyUSB0", "devices": ["acme-SC000"]}]'; none: no gateway runs
+    ports: list[SerialPortSettings] = []
 
 
 class TlsSettings(BaseModel):
@@ -114,6 +134,7 @@ class Settings(BaseSettings):
     telemetry: TelemetrySettings = SqliteTelemetrySettings()
     broker: BrokerSettings = BrokerSettings()
     coap: CoapSettings = CoapSettings()
+    serial: SerialSettings = SerialSettings()
     api: ApiSettings = ApiSettings()
     firmware: FirmwareSettings = FirmwareSettings()  # docs/ota.md
     tls: TlsSettings = TlsSettings()

@@ -1,0 +1,68 @@
+"""`start_transports(...)`: the device transports beside MQTT — CoAP and the serial scale gateway — started on a
+running ingest pipeline, for the composition root (marketfleet/platform.py).
+
+    services.update(await start_transports(settings, registry, broker.pipeline, stack))
+
+Each transport is registered as a registry `CredentialListener` where it caches credentials (CoAP: OSCORE
+contexts), and its `aclose` is pushed on `stack`, so it stops before the pipeline it feeds. The HTTP ingest
+routes need nothing here: they find the pipeline in `ApiContext.services["pipeline"]`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from broker.ingest import IngestPipeline
+    from fleet.registry import Registry
+    from marketfleet.settings import Settings
+
+__all__ = ["start_transports"]
+
+log = logging.getLogger(__name__)
+
+
+async def start_transports(
+    settings: Settings, registry: Registry, pipeline: IngestPipeline, stack: contextlib.AsyncExitStack
+) -> dict[str, Any]:
+    """Start CoAP (`settings.coap.enabled`) and the serial gateway (`settings.serial.ports` not empty); return
+    them as services (`"coap"`, `"serial"`). A serial port that cannot be opened yet does not stop start-up:
+    the gateway retries it every few seconds."""
+    services: dict[str, Any] = {}
+    if settings.coap.enabled:
+        from broker.coap import CoapServer
+
+        coap = CoapServer(
+            settings.coap.host, settings.coap.port, pipeline, registry,
+            state_path=Path(settings.coap.state_path or settings.data_dir / "coap-oscore.sqlite3"),
+            max_queued_commands=settings.coap.max_queued_commands,
+        )
+        await coap.start()
+        stack.push_async_callback(coap.aclose)
+        registry.listeners.append(coap)
+        stack.callback(_unlisten, registry, coap)
+        services["coap"] = coap
+    if settings.serial.ports:
+        from broker.serial_gateway import SerialGateway, SerialPortConfig
+
+        gateway = SerialGateway(
+            [
+                SerialPortConfig(p.url, frozenset(p.devices), baudrate=p.baudrate, bytesize=p.bytesize,
+                                 parity=p.parity, stopbits=p.stopbits, name=p.name)
+                for p in settings.serial.ports
+            ],
+            pipeline,
+        )
+        await gateway.start()
+        stack.push_async_callback(gateway.aclose)
+        services["serial"] = gateway
+        log.info("serial gateway on %d port(s)", len(settings.serial.ports))
+    return services
+
+
+def _unlisten(registry: Registry, listener: object) -> None:
+    if listener in registry.listeners:
+        registry.listeners.remove(listener)
