@@ -19,6 +19,8 @@ class Permission(StrEnum):
     REPORTS_READ = "reports:read"
     AUDIT_READ = "audit:read"
     VENDOR_SELF = "vendor:self"  # the vendor registration API, on the vendor's own devices only
+    PRICES_WRITE = "prices:write"  # products, prices, timed changes, shelf-label binding and LED (docs/retail.md)
+    CALIBRATION_GRANT = "calibration:grant"  # authorise one scale's calibration (SZ 6.2.7)
 
 
 GRANTS: dict[Role, frozenset[Permission]] = {
@@ -31,10 +33,13 @@ GRANTS: dict[Role, frozenset[Permission]] = {
             Permission.ALERTS_WRITE,
             Permission.FIRMWARE_WRITE,
             Permission.REPORTS_READ,
+            Permission.PRICES_WRITE,
+            Permission.CALIBRATION_GRANT,
         }
     ),
     Role.MANAGER: frozenset(
-        {Permission.FLEET_READ, Permission.ALERTS_READ, Permission.ALERTS_WRITE, Permission.REPORTS_READ}
+        {Permission.FLEET_READ, Permission.ALERTS_READ, Permission.ALERTS_WRITE, Permission.REPORTS_READ,
+         Permission.PRICES_WRITE}
     ),
     Role.VENDOR: frozenset({Permission.VENDOR_SELF}),
 }

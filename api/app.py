@@ -25,6 +25,7 @@ from api.routes import (
     compliance,
     firmware,
     ingest,
+    retail,
     rules,
     upstream,
     vendor,
@@ -103,6 +104,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     for module in (
         catalog, accounts, admin, vendor, compliance, ingest, broker_admin, rules, firmware, upstream, vision,
+        retail,
     ):
         document_permissions(module.router)
         app.include_router(module.router)
