@@ -41,12 +41,15 @@ from broker.uplink import Ack, Uplink
 __all__ = [
     "FRAME_VERSION",
     "RETRY_REASONS",
+    "Frame",
+    "FrameError",
     "Reply",
     "SerialGateway",
     "SerialPortConfig",
     "crc16_ccitt",
     "encode_frame",
     "encode_reply",
+    "parse_frame",
     "parse_reply",
 ]
 
@@ -57,6 +60,7 @@ FRAME_VERSION: Final = "MF1"
 RETRY_REASONS: Final = frozenset({"crc", "frame", "busy"})
 _DEVICE_ID: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$")
 _SEQ: Final = re.compile(r"^[0-9]{1,19}$")
+_CRC: Final = re.compile(rb"^[0-9A-F]{4}$")
 _DEAD_LETTER_BYTES: Final = 1024
 
 
@@ -115,7 +119,7 @@ def parse_reply(line: bytes) -> Reply | None:
     """A gateway reply line (for scale firmware and tests); None when it is garbled (then wait and resend)."""
     line = line.rstrip(b"\r\n")
     head, sep, crc = line.rpartition(b"|")
-    if not sep or len(crc) != 4:
+    if not sep or not _CRC.match(crc):
         return None
     try:
         if int(crc, 16) != crc16_ccitt(head + b"|"):
@@ -174,7 +178,9 @@ class PortStats:
         }
 
 
-class _FrameError(ValueError):
+class FrameError(ValueError):
+    """A line that is not an acceptable frame; `reason` is the NAK reason, `seq` the clear seq if readable."""
+
     def __init__(self, reason: str, detail: str, seq: int | None = None, device_id: str | None = None) -> None:
         super().__init__(detail)
         self.reason = reason
@@ -184,7 +190,7 @@ class _FrameError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class _Frame:
+class Frame:
     device_id: str
     channel: str
     seq: int
@@ -337,7 +343,7 @@ class _Port:
         self.stats.frames += 1
         try:
             frame = self._parse(stripped)
-        except _FrameError as err:
+        except FrameError as err:
             self.stats.naked[err.reason] += 1
             await self._dead_letter(err.device_id, err.reason, err.detail, stripped)
             return encode_reply("NAK", err.seq, err.reason)
@@ -358,47 +364,10 @@ class _Port:
         self.stats.naked["busy"] += 1
         return encode_reply("NAK", seq, "busy")  # not durable (store down): send again later
 
-    def _parse(self, line: bytes) -> _Frame:
-        if line == b"\x00overlong":
-            raise _FrameError("frame", f"line longer than {self.gateway.max_line_bytes} bytes")
-        head, sep, crc_text = line.rpartition(b"|")
-        parts = head.split(b"|") if sep else []
-        seq = int(parts[3]) if len(parts) == 5 and _SEQ.match(parts[3].decode("latin-1")) else None
-        if not sep or len(crc_text) != 4:
-            raise _FrameError("frame", "not a frame: expected MF1|device|channel|seq|base64|CRC", seq)
-        try:
-            crc = int(crc_text, 16)
-        except ValueError:
-            raise _FrameError("frame", f"CRC field {crc_text[:8]!r} is not 4 hex digits", seq) from None
-        actual = crc16_ccitt(head + b"|")
-        if crc != actual:
-            raise _FrameError("crc", f"frame CRC mismatch: frame says {crc:04X}, bytes give {actual:04X}", seq,
-                              _maybe_device(parts))
-        if len(parts) != 5:
-            raise _FrameError("frame", f"frame has {len(parts) + 1} fields; expected 6", seq)
-        version, device_raw, channel_raw, _seq_raw, body_b64 = parts
-        try:
-            device_id = device_raw.decode("ascii")
-            channel = channel_raw.decode("ascii")
-        except UnicodeDecodeError:
-            raise _FrameError("frame", "device id and channel must be ASCII", seq) from None
-        if version != FRAME_VERSION.encode():
-            raise _FrameError("frame", f"unsupported frame version {version[:8]!r}; expected {FRAME_VERSION}",
-                              seq, device_id)
-        if seq is None:
-            raise _FrameError("malformed", "seq field must be an integer", None, device_id)
-        if not _DEVICE_ID.match(device_id) or device_id not in self.config.devices:
-            raise _FrameError("unknown_device", f"device {device_id[:64]!r} is not configured on port "
-                              f"{self.config.name}", seq, device_id[:64])
-        try:
-            body = base64.b64decode(body_b64, validate=True)
-        except (binascii.Error, ValueError):
-            raise _FrameError("malformed", "body is not base64", seq, device_id) from None
-        if len(body) > self.gateway.pipeline.max_payload_bytes:
-            raise _FrameError("oversized", f"message of {len(body)} bytes; at most "
-                              f"{self.gateway.pipeline.max_payload_bytes}", seq, device_id)
-        _check_body_seq(body, seq, device_id)
-        return _Frame(device_id, channel, seq, body)
+    def _parse(self, line: bytes) -> Frame:
+        return parse_frame(line, devices=self.config.devices, port_name=self.config.name,
+                           max_line_bytes=self.gateway.max_line_bytes,
+                           max_payload_bytes=self.gateway.pipeline.max_payload_bytes)
 
     async def _dead_letter(self, device_id: str | None, reason: str, detail: str, raw: bytes) -> None:
         if not self.gateway.write_db:
@@ -425,6 +394,52 @@ class _Port:
             log.exception("serial port %s: could not write a dead letter", self.config.name)
 
 
+def parse_frame(
+    line: bytes, *, devices: frozenset[str], port_name: str, max_line_bytes: int, max_payload_bytes: int
+) -> Frame:
+    """One received line (CR LF stripped) as a frame for a port wired to `devices`; `FrameError` (with the NAK
+    reason) for anything else. Pure: every byte string either parses or raises `FrameError`."""
+    if line == b"\x00overlong":
+        raise FrameError("frame", f"line longer than {max_line_bytes} bytes")
+    head, sep, crc_text = line.rpartition(b"|")
+    parts = head.split(b"|") if sep else []
+    seq = int(parts[3]) if len(parts) == 5 and _SEQ.match(parts[3].decode("latin-1")) else None
+    if not sep or len(crc_text) != 4:
+        raise FrameError("frame", "not a frame: expected MF1|device|channel|seq|base64|CRC", seq)
+    if not _CRC.match(crc_text):  # exactly: a bit flip turning 'A' into 'a' must not pass
+        raise FrameError("frame", f"CRC field {crc_text[:8]!r} is not 4 upper-case hex digits", seq)
+    crc = int(crc_text, 16)
+    actual = crc16_ccitt(head + b"|")
+    if crc != actual:
+        raise FrameError("crc", f"frame CRC mismatch: frame says {crc:04X}, bytes give {actual:04X}", seq,
+                          _maybe_device(parts))
+    if len(parts) != 5:
+        raise FrameError("frame", f"frame has {len(parts) + 1} fields; expected 6", seq)
+    version, device_raw, channel_raw, _seq_raw, body_b64 = parts
+    try:
+        device_id = device_raw.decode("ascii")
+        channel = channel_raw.decode("ascii")
+    except UnicodeDecodeError:
+        raise FrameError("frame", "device id and channel must be ASCII", seq) from None
+    if version != FRAME_VERSION.encode():
+        raise FrameError("frame", f"unsupported frame version {version[:8]!r}; expected {FRAME_VERSION}",
+                          seq, device_id)
+    if seq is None:
+        raise FrameError("malformed", "seq field must be an integer", None, device_id)
+    if not _DEVICE_ID.match(device_id) or device_id not in devices:
+        raise FrameError("unknown_device", f"device {device_id[:64]!r} is not configured on port "
+                          f"{port_name}", seq, device_id[:64])
+    try:
+        body = base64.b64decode(body_b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise FrameError("malformed", "body is not base64", seq, device_id) from None
+    if len(body) > max_payload_bytes:
+        raise FrameError("oversized", f"message of {len(body)} bytes; at most "
+                          f"{max_payload_bytes}", seq, device_id)
+    _check_body_seq(body, seq, device_id)
+    return Frame(device_id, channel, seq, body)
+
+
 def _maybe_device(parts: list[bytes]) -> str | None:
     if len(parts) < 2:
         return None
@@ -439,12 +454,12 @@ def _check_body_seq(body: bytes, seq: int, device_id: str) -> None:
     except UplinkError:
         return  # the pipeline rejects it as malformed, under this seq
     if len(messages) != 1:
-        raise _FrameError("malformed", f"one message per frame; this one carries {len(messages)}", seq, device_id)
+        raise FrameError("malformed", f"one message per frame; this one carries {len(messages)}", seq, device_id)
     inner = messages[0].seq
     if isinstance(messages[0], MessageError) and inner is None:
         return
     if inner != seq:
-        raise _FrameError("malformed", f"frame seq {seq} differs from the message's seq {inner}", seq, device_id)
+        raise FrameError("malformed", f"frame seq {seq} differs from the message's seq {inner}", seq, device_id)
 
 
 # ---------------------------------------------------------------- the gateway
