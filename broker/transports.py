@@ -15,14 +15,20 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from fleet.errors import MarketFleetError
+
 if TYPE_CHECKING:
     from broker.ingest import IngestPipeline
     from fleet.registry import Registry
     from marketfleet.settings import Settings
 
-__all__ = ["start_transports"]
+__all__ = ["TransportUnavailable", "start_transports"]
 
 log = logging.getLogger(__name__)
+
+
+class TransportUnavailable(MarketFleetError):
+    """A transport cannot start (e.g. its port is taken); the message says which setting to change."""
 
 
 async def start_transports(
@@ -40,7 +46,15 @@ async def start_transports(
             state_path=Path(settings.coap.state_path or settings.data_dir / "coap-oscore.sqlite3"),
             max_queued_commands=settings.coap.max_queued_commands,
         )
-        await coap.start()
+        try:
+            await coap.start()
+        except OSError as err:
+            coap.contexts.close()
+            coap.state.close()
+            raise TransportUnavailable(
+                f"CoAP cannot listen on udp {settings.coap.host}:{settings.coap.port} ({err.strerror or err}); "
+                "set coap.port (MF_COAP__PORT), or coap.enabled=false (MF_COAP__ENABLED) to run without CoAP"
+            ) from err
         stack.push_async_callback(coap.aclose)
         registry.listeners.append(coap)
         stack.callback(_unlisten, registry, coap)

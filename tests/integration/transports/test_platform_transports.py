@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -19,6 +20,7 @@ from aiocoap.numbers import codes
 from broker.coap import CoapServer
 from broker.coap_security import device_client_context
 from broker.serial_gateway import Reply, SerialGateway, encode_frame
+from broker.transports import TransportUnavailable
 from marketfleet.platform import Platform
 from tests.factories import create_vendor, device_rows, ensure_market, serve_api, start_test_platform
 from tests.integration.transports.pty_scale import Scale
@@ -145,3 +147,16 @@ async def test_http_results_reach_the_platform_pipeline(
     assert response.status_code == 200, response.text
     assert response.json()["results"][0]["status"] == "stored"
     assert await platform.store.count(device, "food_detector.event") == 1  # type: ignore[union-attr]
+
+
+async def test_a_taken_coap_port_is_one_clear_error(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+        with pytest.raises(TransportUnavailable) as refused:
+            async with start_test_platform(tmp_path, f"sqlite://{tmp_path / 'registry.sqlite3'}", coap={"port": port}):
+                pass
+    assert f"127.0.0.1:{port}" in str(refused.value) and "MF_COAP__PORT" in str(refused.value)
+    # Nothing was left half-started: the same data directory starts cleanly on a free port.
+    async with start_test_platform(tmp_path, f"sqlite://{tmp_path / 'registry.sqlite3'}") as platform:
+        assert platform.services["coap"].port != port
