@@ -272,3 +272,19 @@ async def test_platform_command_reaches_the_device(service: BrokerService, regis
     topic, payload = await asyncio.wait_for(client.messages.get(), 2)
     assert topic == topics.down_topic("M1", device_id, "cmd") and b"ping" in payload
     await client.disconnect()
+
+
+async def test_a_device_gone_silent_is_cut_and_offline_after_its_keepalive(
+    service: BrokerService, registry: Registry
+) -> None:
+    """A half-open link (no FIN, no will from the device's side): the broker ends it after 1.5 × keepalive."""
+    [(device_id, secret)] = (await register(registry, 1, keepalive_s=5)).items()
+    events = service.bus.subscribe(kinds=(PresenceChanged,))
+    client = WireClient()
+    assert await client.connect("127.0.0.1", service.params.port, device_id, device_id, secret, keepalive=1) == 0
+    assert (await asyncio.wait_for(events.get(), 5)).online is True
+    # the client asked for a 1 s keepalive in its CONNECT and now sends nothing at all (no PINGREQ)
+    await asyncio.wait_for(client.closed.wait(), 10)
+    offline = await asyncio.wait_for(events.get(), 5)
+    assert (offline.device_id, offline.online) == (device_id, False)
+    await client.abort()
