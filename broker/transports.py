@@ -11,7 +11,10 @@ routes need nothing here: they find the pipeline in `ApiContext.services["pipeli
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +25,7 @@ if TYPE_CHECKING:
     from fleet.registry import Registry
     from marketfleet.settings import Settings
 
-__all__ = ["TransportUnavailable", "start_transports"]
+__all__ = ["TransportUnavailable", "command_transport", "send_command", "start_transports"]
 
 log = logging.getLogger(__name__)
 
@@ -80,3 +83,43 @@ async def start_transports(
 def _unlisten(registry: Registry, listener: object) -> None:
     if listener in registry.listeners:
         registry.listeners.remove(listener)
+
+
+# ---------------------------------------------------------------- commands over the device's own transport
+
+
+def command_transport(services: Mapping[str, Any], device_id: str, kind: str) -> str:
+    """Where a command for this device goes: "coap" for kinds that speak only CoAP (ESL base stations) and for
+    a device observing its CoAP `down/cmd` now, "mqtt" for the other MQTT kinds. `LookupError` for kinds
+    without a command downlink (HTTP detectors, labels reached through their base station)."""
+    from fleet.kinds import spec_for
+
+    transports = spec_for(kind).transports
+    coap = services.get("coap")
+    if "coap" in transports and coap is not None and ("mqtt" not in transports or coap.observing(device_id)):
+        return "coap"
+    if "mqtt" in transports:
+        return "mqtt"
+    if "coap" in transports:
+        raise LookupError(f"{kind} devices take commands over CoAP, and CoAP is not running here")
+    raise LookupError(f"{kind} devices have no command downlink ({', '.join(transports)})")
+
+
+async def send_command(
+    services: Mapping[str, Any], device_id: str, market: str | None, kind: str, command: dict[str, Any]
+) -> tuple[str, str]:
+    """Send a command (already validated against the kind's command schema) to one device over the transport it
+    listens on; returns (command id, transport). The message is `{"id": …, **command}` (docs/protocol.md), an
+    id is added when the command has none. `ConnectionError` when no downlink runs in this process."""
+    message = {"id": str(uuid.uuid4()), **json.loads(json.dumps(command, default=str))}
+    transport = command_transport(services, device_id, kind)
+    if transport == "coap":
+        await services["coap"].send_command(device_id, message)
+    else:
+        broker = services.get("broker")
+        if broker is None:
+            raise ConnectionError("no broker runs in this process; commands are sent where ingest runs")
+        from broker.topics import down_topic
+
+        await broker.publish(down_topic(market, device_id, "cmd"), json.dumps(message, ensure_ascii=False).encode())
+    return str(message["id"]), transport

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiocoap
+import aiomqtt
 import httpx
 import pytest
 from aiocoap import oscore
@@ -20,7 +20,7 @@ from aiocoap.numbers import codes
 from broker.coap import CoapServer
 from broker.coap_security import device_client_context
 from broker.serial_gateway import Reply, SerialGateway, encode_frame
-from broker.transports import TransportUnavailable
+from broker.transports import send_command
 from marketfleet.platform import Platform
 from tests.factories import create_vendor, device_rows, ensure_market, serve_api, start_test_platform
 from tests.integration.transports.pty_scale import Scale
@@ -149,14 +149,49 @@ async def test_http_results_reach_the_platform_pipeline(
     assert await platform.store.count(device, "food_detector.event") == 1  # type: ignore[union-attr]
 
 
-async def test_a_taken_coap_port_is_one_clear_error(tmp_path: Path) -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as taken:
-        taken.bind(("127.0.0.1", 0))
-        port = taken.getsockname()[1]
-        with pytest.raises(TransportUnavailable) as refused:
-            async with start_test_platform(tmp_path, f"sqlite://{tmp_path / 'registry.sqlite3'}", coap={"port": port}):
-                pass
-    assert f"127.0.0.1:{port}" in str(refused.value) and "MF_COAP__PORT" in str(refused.value)
-    # Nothing was left half-started: the same data directory starts cleanly on a free port.
-    async with start_test_platform(tmp_path, f"sqlite://{tmp_path / 'registry.sqlite3'}") as platform:
-        assert platform.services["coap"].port != port
+async def test_commands_go_over_the_transport_each_device_listens_on(
+    running: tuple[Platform, Scale], api: httpx.AsyncClient, vendor: dict[str, str]
+) -> None:
+    platform, _ = running
+    services = platform.services
+    coap = services["coap"]
+    [(station, _)] = (await register(api, vendor, device_rows(1, kind="esl_base_station",
+                                                              prefix="CMDBS", market="m1"))).items()
+    [(sensor, sensor_secret)] = (await register(api, vendor, device_rows(1, kind="env_sensor", prefix="CMDENV",
+                                                                         market="m1"))).items()
+    [(detector, _)] = (await register(api, vendor, device_rows(1, kind="food_detector", prefix="CMDFD",
+                                                               market="m1"))).items()
+
+    # A base station speaks only CoAP: its command waits in the CoAP queue for its observation.
+    command_id, transport = await send_command(services, station, "m1", "esl_base_station", {"command": "ping"})
+    assert transport == "coap" and coap.pending_commands(station) == 1
+
+    # An environment sensor on MQTT gets it on its own down/cmd topic, as the JSON of docs/protocol.md.
+    async with aiomqtt.Client("127.0.0.1", platform.settings.broker.port, identifier=sensor, username=sensor,
+                              password=sensor_secret) as mqtt:
+        await mqtt.subscribe(f"mf/v1/m1/{sensor}/down/#", qos=1)
+        command_id, transport = await send_command(services, sensor, "m1", "env_sensor", {"command": "reboot"})
+        assert transport == "mqtt"
+        async with asyncio.timeout(10):
+            received = await anext(aiter(mqtt.messages))
+        assert str(received.topic) == f"mf/v1/m1/{sensor}/down/cmd"
+        assert json.loads(received.payload) == {"id": command_id, "command": "reboot"}  # type: ignore[arg-type]
+
+    # The same sensor observing its CoAP down/cmd (it speaks both) gets the next one there.
+    client = await aiocoap.Context.create_client_context(transports=["oscore", "udp6"])
+    base = f"coap://127.0.0.1:{coap.port}"
+    client.client_credentials[base + "/*"] = device_client_context(sensor, sensor_secret)
+    try:
+        observe = client.request(aiocoap.Message(code=codes.GET, uri=f"{base}/mf/v1/{sensor}/down/cmd", observe=0))
+        async with asyncio.timeout(20):
+            assert (await observe.response).payload == b""  # nothing queued yet
+            command_id, transport = await send_command(services, sensor, "m1", "env_sensor", {"command": "ping"})
+            assert transport == "coap"
+            notification = await anext(aiter(observe.observation))
+        assert json.loads(notification.payload) == {"id": command_id, "command": "ping"}
+        observe.observation.cancel()
+    finally:
+        await client.shutdown()
+
+    with pytest.raises(LookupError, match="no command downlink"):
+        await send_command(services, detector, "m1", "food_detector", {"command": "ping"})
