@@ -12,9 +12,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 # Quiet: pip's output (build-backend warnings included) is shown only on failure.
 pip_log="$(mktemp)"
-if ! .venv/bin/python -m pip install -q -e '.[dev]' >"$pip_log" 2>&1; then
+# The vision tests need torch: pin the release whose wheels this machine kind serves (docs/vision.md), first,
+# so that ultralytics does not pull a different (several GB) build.
+if ! .venv/bin/python -m pip install -q 'torch==2.14.1' 'torchvision==0.29.1' >"$pip_log" 2>&1 \
+    || ! .venv/bin/python -m pip install -q -e '.[dev,vision]' >>"$pip_log" 2>&1; then
     cat "$pip_log" >&2
-    echo "test.sh: pip install -e '.[dev]' failed" >&2
+    echo "test.sh: pip install -e '.[dev,vision]' failed" >&2
     rm -f "$pip_log"
     exit 1
 fi

@@ -55,13 +55,13 @@ class YoloDetector:
     def class_ids(self, names: list[str]) -> list[int]:
         return [i for i, name in self.names.items() if name in names]
 
-    def detect(self, frame_bgr: np.ndarray, *, confidence: float = 0.35,
-               classes: list[str] | None = None) -> tuple[sv.Detections, Any]:
+    def detect(self, frame_bgr: np.ndarray, *, confidence: float = 0.35, classes: list[str] | None = None,
+               iou: float = 0.5) -> tuple[sv.Detections, Any]:
         """Detections (with `class_name`) and the raw boxes the tracker takes."""
         ids = self.class_ids(classes) if classes else None
         with self._lock:
-            result = self.model.predict(frame_bgr, imgsz=self.image_size, conf=confidence, classes=ids,
-                                        device=self.device, verbose=False)[0]
+            result = self.model.predict(frame_bgr, imgsz=self.image_size, conf=confidence, iou=iou,
+                                        classes=ids, device=self.device, verbose=False)[0]
         detections = sv.Detections.from_ultralytics(result)
         return detections, result.boxes.cpu().numpy()
 

@@ -179,6 +179,11 @@ async def describe_camera(host: str, port: int, username: str, password: str, *,
         raise OnboardingError(f"{where} did not answer within {timeout_s:.0f} s") from err
     except (OSError, ConnectionError) as err:
         raise OnboardingError(f"{where} unreachable: {err}") from err
+    except (ValueError, IndexError, LookupError) as err:
+        # Unusable address or credentials (control characters have no place in XML), or an answer that is not
+        # ONVIF: the request cannot succeed as given, so it is the caller's to fix, not a server error.
+        raise OnboardingError(f"{where}: cannot talk ONVIF with these settings ({type(err).__name__}: {err})"[:300]) \
+            from err
     finally:
         with contextlib.suppress(Exception):
             await camera.close()
@@ -208,12 +213,15 @@ def _fault_text(err: Any) -> str:
     return message
 
 
+_HOST = r"^([A-Za-z0-9]([A-Za-z0-9.-]*[A-Za-z0-9])?|[0-9a-fA-F:]+)$"
+
+
 class OnboardRequest(BaseModel):
     """Onboard one camera by its ONVIF address (`POST /api/v1/vision/cameras`, `marketfleet vision onboard`)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    host: str = Field(min_length=1, max_length=255)
+    host: str = Field(min_length=1, max_length=255, pattern=_HOST, description="DNS name or IP address")
     port: int = Field(default=80, ge=1, le=65535)
     username: str = Field(default="admin", max_length=100)
     password: str = Field(default="", max_length=200)

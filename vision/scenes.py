@@ -152,8 +152,9 @@ def random_still(rng: np.random.Generator, width: int, height: int, max_figures:
 
 
 def entrance_scene(width: int = 320, height: int = 240, *, entering: int = 2, leaving: int = 1,
-                   spacing_s: float = 3.0, crossing_s: float = 4.0, seed: int = 7) -> Scene:
-    """People walking down (entering) and up (leaving) across a horizontal line at mid-height, one at a time."""
+                   spacing_s: float = 3.0, crossing_s: float = 4.0, seed: int = 7, loop: bool = True) -> Scene:
+    """People walking down (entering) and up (leaving) across a horizontal line at mid-height, one at a time;
+    `loop=False` plays the script once and then shows the empty floor (for exact counts in tests)."""
     walkers: list[Walker] = []
     t = 0.5
     lanes = [0.3, 0.5, 0.7]
@@ -163,7 +164,7 @@ def entrance_scene(width: int = 320, height: int = 240, *, entering: int = 2, le
         path = [(x, 0.12), (x, 0.88)] if down else [(x, 0.88), (x, 0.12)]
         walkers.append(Walker("person", path, start_s=t, duration_s=crossing_s))
         t += spacing_s
-    return Scene(width, height, walkers, seed=seed, loop_s=t + 1.0)
+    return Scene(width, height, walkers, seed=seed, loop_s=t + 1.0 if loop else None)
 
 
 def crowd_scene(width: int = 320, height: int = 240, *, people: int = 4, seed: int = 11) -> Scene:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -37,7 +38,11 @@ SecretLookup = Callable[[str], Awaitable[str | None]]
 class _Running:
     worker: CameraWorker
     link: DeviceLink
-    stamp: Any  # the camera row's updated_at when started
+    stamp: str  # what the camera was started with (a change restarts it)
+
+
+def _stamp(camera: VisionCamera) -> str:
+    return json.dumps([camera.stream_uri, camera.market, camera.analytics], sort_keys=True, default=str)
 
 
 class PlatformSink:
@@ -140,7 +145,7 @@ class VisionService:
             await self._stop(device_id)
         for device_id, camera in cameras.items():
             current = self.running.get(device_id)
-            if current is not None and current.stamp == camera.updated_at:
+            if current is not None and current.stamp == _stamp(camera):
                 continue
             if current is not None:
                 await self._stop(device_id)
@@ -170,7 +175,7 @@ class VisionService:
                               telemetry_interval_s=self.settings.telemetry_interval_s,
                               reconnect_max_s=self.settings.reconnect_max_s)
         worker.start()
-        self.running[camera.device_id] = _Running(worker, link, camera.updated_at)
+        self.running[camera.device_id] = _Running(worker, link, _stamp(camera))
         state = {"stream_url": camera.stream_uri, "snapshot_url": camera.snapshot_uri}
         await link.send("state", {k: v for k, v in state.items() if v})
 
