@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.live import Live
 from rich.table import Table
 
-from fleet.kinds import DeviceKind
+from fleet.kinds import CATALOG, DeviceKind
 from simulators.device import SimulatedDevice
 from simulators.faults import Fault, random_fault
 from simulators.outbox import OutboxStore
@@ -57,6 +57,8 @@ DEFAULT_TRANSPORTS: dict[str, str] = {
     DeviceKind.COLD_LOCKER: "mqtt",
     DeviceKind.THERMOMETER: "mqtt",
     DeviceKind.DISPLAY: "mqtt",
+    DeviceKind.INSPECTION_TABLET: "mqtt",
+    DeviceKind.BROADCAST: "mqtt",
 }
 
 #: Seconds between reports, per kind (a real market's rhythm; `speed` divides them).
@@ -72,6 +74,8 @@ DEFAULT_INTERVALS: dict[str, float] = {
     DeviceKind.COLD_LOCKER: 30.0,
     DeviceKind.THERMOMETER: 60.0,
     DeviceKind.DISPLAY: 120.0,
+    DeviceKind.INSPECTION_TABLET: 30.0,
+    DeviceKind.BROADCAST: 60.0,
 }
 
 #: Command-line option names (`--scales 200`) for each kind, for the `marketfleet simulate` CLI.
@@ -87,6 +91,8 @@ COUNT_OPTIONS: dict[str, str] = {
     "cold_lockers": DeviceKind.COLD_LOCKER,
     "thermometers": DeviceKind.THERMOMETER,
     "displays": DeviceKind.DISPLAY,
+    "tablets": DeviceKind.INSPECTION_TABLET,
+    "broadcasts": DeviceKind.BROADCAST,
 }
 
 SERIAL_PREFIX = {
@@ -101,7 +107,19 @@ SERIAL_PREFIX = {
     DeviceKind.COLD_LOCKER: "CL",
     DeviceKind.THERMOMETER: "TH",
     DeviceKind.DISPLAY: "DP",
+    DeviceKind.INSPECTION_TABLET: "TB",
+    DeviceKind.BROADCAST: "PA",
 }
+
+# A kind added to fleet.kinds later runs with defaults until it gets its rows above: its first transport the
+# simulators speak, a report a minute, `--<kind>s N` on the command line, serials from its first letters.
+for _kind in DeviceKind:
+    _spoken = [t for t in CATALOG[_kind].transports if t in ("mqtt", "coap", "http")]
+    DEFAULT_TRANSPORTS.setdefault(_kind, _spoken[0] if _spoken else "mqtt")
+    DEFAULT_INTERVALS.setdefault(_kind, 60.0)
+    SERIAL_PREFIX.setdefault(_kind, _kind.value[:2].upper())
+    if _kind not in COUNT_OPTIONS.values():
+        COUNT_OPTIONS[f"{_kind.value}s"] = _kind
 
 MAX_ROWS_PER_REQUEST = 10_000  # the vendor API's limit per bulk registration
 
