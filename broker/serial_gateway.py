@@ -317,7 +317,7 @@ class _Port:
             try:
                 port.write(data)
                 port.flush()
-            except (serial.SerialException, OSError) as err:
+            except (serial.SerialException, OSError, TypeError) as err:  # TypeError: closed under it (pyserial)
                 self.stats.errors += 1
                 log.warning("serial port %s: write failed: %s", self.config.name, err)
 
@@ -334,7 +334,11 @@ class _Port:
                 log.exception("serial port %s: unexpected error handling a frame", self.config.name)
                 reply = encode_reply("NAK", None, "busy")
             if reply:
-                await asyncio.to_thread(self._write, reply)
+                try:
+                    await asyncio.to_thread(self._write, reply)
+                except Exception:  # e.g. pyserial failing oddly on a port closed under it: keep answering
+                    self.stats.errors += 1
+                    log.exception("serial port %s: could not write a reply", self.config.name)
 
     async def _handle(self, line: bytes) -> bytes:
         stripped = line.rstrip(b"\r\n")

@@ -8,6 +8,7 @@ import json
 import os
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -154,3 +155,35 @@ async def test_garbage_never_stops_the_gateway(
     assert await scale.reply() == Reply("ACK", 40, high=40)
     stats = gateway.stats()["counter-1"]
     assert stats["naked"]["frame"] + stats["naked"]["crc"] >= 7 and stats["errors"] == 0
+
+
+async def test_an_unplugged_adapter_is_reopened_when_it_comes_back(stack: Stack, tmp_path: Path) -> None:
+    """The port path is a symlink (like /dev/serial/by-id/…); the pty behind it vanishes and a new one appears."""
+    device = stack.ids["sc"][0]
+    link = tmp_path / "usb-scale-port0"
+    first = Scale()
+    link.symlink_to(first.path)
+    gateway = SerialGateway([SerialPortConfig(str(link), frozenset({device}), name="usb")], stack.pipeline,
+                            reopen_s=0.1)
+    await gateway.start()
+    second = Scale()
+    try:
+        async with asyncio.timeout(10):
+            await gateway.wait_open()
+        first.send(frame(device, 50, {"load_kg": 1.0}))
+        assert await first.reply() == Reply("ACK", 50, high=50)
+
+        reopened = gateway.ports["usb"].opened
+        reopened.clear()
+        first.close()  # unplugged: the gateway's reads fail, it keeps retrying the path
+        link.unlink()
+        link.symlink_to(second.path)  # plugged in again (a new tty behind the same by-id name)
+        async with asyncio.timeout(20):
+            await reopened.wait()
+        assert gateway.stats()["usb"]["opens"] == 2
+        second.send(frame(device, 51, {"load_kg": 2.0}))
+        assert await second.reply() == Reply("ACK", 51, high=51)
+        assert gateway.stats()["usb"]["errors"] >= 1
+    finally:
+        await gateway.aclose()
+        second.close()
