@@ -24,6 +24,7 @@ _UNITS: dict[str, float] = {
 }
 _PART = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]+)\s*")
 _HINT = "use a number with s, m, h, d or w, e.g. '90s', '5m', '1h30m', '7d'"
+_MAX_SECONDS = 10 * 366 * 86400  # no rule waits longer than ten years; beyond this is a typo (or an overflow)
 
 
 def parse_duration(value: Any) -> timedelta:
@@ -56,6 +57,8 @@ def parse_duration(value: Any) -> timedelta:
         raise ValueError(f"bad duration {value!r}: {_HINT}")
     if seconds < 0:
         raise ValueError(f"bad duration {value!r}: must not be negative")
+    if not seconds <= _MAX_SECONDS:  # also NaN and infinity
+        raise ValueError(f"bad duration {value!r}: longer than ten years")
     return timedelta(seconds=seconds)
 
 

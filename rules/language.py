@@ -321,7 +321,9 @@ def _check_rule(rule: Rule) -> None:
         if cond.mode == "outside" and cond.clear_margin * 2 >= cond.max - cond.min:
             raise ValueError("condition.clear_margin: the band must leave room inside min–max")
     elif isinstance(cond, ChangeRate):
-        field("condition.field", cond.field, numeric=True)
+        if field("condition.field", cond.field, numeric=True).array:
+            raise ValueError(f"condition.field: a change_rate follows one value per device, not array elements "
+                             f"({cond.field!r}); use a range or threshold on the elements")
         if cond.per <= timedelta(0):
             raise ValueError("condition.per: must be longer than 0s")
     elif isinstance(cond, Missing) and cond.field is not None:

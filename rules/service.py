@@ -200,16 +200,18 @@ class RulesService:
         if not self._started:
             return
         self._started = False
-        await self._stop_feeds()
+        steps: list[Callable[[], Awaitable[Any]]] = [self._stop_feeds]
         if self.scheduler is not None:
-            await self.scheduler.aclose()
-        for loop in self._loops:
-            await loop.stop()
-        await self.engine.aclose()
-        await self.alerts.aclose()
-        await self.state.aclose()
-        await self.outbox.aclose()
-        await self.stream.aclose()
+            steps.append(self.scheduler.aclose)
+        steps += [loop.stop for loop in self._loops]
+        steps += [self.engine.aclose, self.alerts.aclose, self.state.aclose, self.outbox.aclose, self.stream.aclose]
+        for step in steps:
+            # Each part stops even if one before it failed (e.g. the registry went away): a failure that
+            # loses unsaved engine state is logged, and the rest still closes.
+            try:
+                await step()
+            except Exception:
+                log.exception("rules: stopping %s failed", getattr(step, "__qualname__", step))
 
     async def __aenter__(self) -> RulesService:
         await self.start()

@@ -95,6 +95,12 @@ def test_a_threshold_on_a_text_field_is_refused():
     assert "is string, not a number" in refused(data)
 
 
+def test_a_change_rate_over_array_elements_is_refused_before_it_reaches_the_engine():
+    data = {"id": "x", "name": "x", "scope": {"kind": "cold_locker"},
+            "condition": {"type": "change_rate", "field": "compartments[].temperature_c", "limit": 5}}
+    assert "condition.field: a change_rate follows one value per device, not array elements" in refused(data)
+
+
 def test_a_clear_level_on_the_wrong_side_of_the_threshold_is_refused():
     data = {**VALID, "condition": {**VALID["condition"], "clear": 31}}
     assert "condition.clear: must be at or below the threshold 30" in refused(data)
