@@ -34,6 +34,9 @@ class LineConfig(Strict):
     start: Point
     end: Point
     classes: list[str] = Field(default_factory=lambda: ["person"])
+    # a registered flow_counter device that publishes this line's counts as its telemetry (SZ 6.9.2 a), so
+    # rules and the upward data flow see passenger flow like any counter's; none: counts stay in the flow API
+    flow_device: str | None = Field(default=None, min_length=1, max_length=100)
 
     _points = field_validator("start", "end")(_check_point)
 

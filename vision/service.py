@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -39,6 +40,7 @@ class _Running:
     worker: CameraWorker
     link: DeviceLink
     stamp: str  # what the camera was started with (a change restarts it)
+    counters: list[DeviceLink]  # flow_counter devices publishing this camera's lines
 
 
 def _stamp(camera: VisionCamera) -> str:
@@ -50,6 +52,7 @@ class PlatformSink:
 
     def __init__(self, store: VisionStore, links: dict[str, DeviceLink], evidence_dir: Path) -> None:
         self.store, self.links, self.evidence_dir = store, links, evidence_dir
+        self._flow_sent: dict[str, float] = {}
 
     async def finding(self, camera: CameraSpec, finding: Finding, evidence_jpeg: bytes) -> None:
         event = await self.store.record_event(
@@ -70,6 +73,17 @@ class PlatformSink:
 
     async def counts(self, camera: CameraSpec, minute: datetime, counts: dict[str, tuple[int, int]]) -> None:
         await self.store.add_counts(camera.device_id, minute, counts)
+        now = time.monotonic()
+        for line in camera.analytics.lines:
+            link = self.links.get(line.flow_device or "")
+            if link is None or line.name not in counts:
+                continue
+            count_in, count_out = counts[line.name]
+            since = self._flow_sent.get(link.device_id, now - 60)
+            self._flow_sent[link.device_id] = now
+            # FlowTelemetry: counts since the previous report of this counter
+            await link.send("telemetry", {"entrance": line.name, "count_in": count_in, "count_out": count_out,
+                                          "period_s": max(1, min(3600, round(now - since)))})
 
     async def telemetry(self, camera: CameraSpec, stats: CameraStats, processed_fps: float,
                         skipped_fps: float) -> None:
@@ -165,24 +179,39 @@ class VisionService:
             return
         self.problems.pop(camera.device_id, None)
         spec = CameraSpec(camera.device_id, camera.market, camera.stream_uri, analytics)
-        link = DeviceLink(host=self.mqtt_host, port=self.mqtt_port, device_id=camera.device_id, secret=secret,
-                          market=camera.market, seq_file=self.data_dir / "vision" / "seq" / camera.device_id,
-                          keepalive_s=self.keepalive_s)
-        self.links[camera.device_id] = link
-        link.start()
+        link = self._link(camera.device_id, secret, camera.market)
+        counters = []
+        for line in analytics.lines:
+            if line.flow_device and line.flow_device not in self.links:
+                counter_secret = await self.secret_for(line.flow_device)
+                if counter_secret is None:
+                    self.problems[camera.device_id] = f"line {line.name!r}: flow device {line.flow_device} has " \
+                        "no active credential; its counts stay in the flow API only"
+                    log.error("camera %s: %s", camera.device_id, self.problems[camera.device_id])
+                    continue
+                counters.append(self._link(line.flow_device, counter_secret, camera.market))
         assert self.detector is not None
         worker = CameraWorker(spec, self.detector, self.sink, self.executor, ppe_detector=self.ppe_detector,
                               telemetry_interval_s=self.settings.telemetry_interval_s,
                               reconnect_max_s=self.settings.reconnect_max_s)
         worker.start()
-        self.running[camera.device_id] = _Running(worker, link, _stamp(camera))
+        self.running[camera.device_id] = _Running(worker, link, _stamp(camera), counters)
         state = {"stream_url": camera.stream_uri, "snapshot_url": camera.snapshot_uri}
         await link.send("state", {k: v for k, v in state.items() if v})
+
+    def _link(self, device_id: str, secret: str, market: str | None) -> DeviceLink:
+        link = DeviceLink(host=self.mqtt_host, port=self.mqtt_port, device_id=device_id, secret=secret,
+                          market=market, seq_file=self.data_dir / "vision" / "seq" / device_id,
+                          keepalive_s=self.keepalive_s)
+        self.links[device_id] = link
+        link.start()
+        return link
 
     async def _stop(self, device_id: str) -> None:
         running = self.running.pop(device_id, None)
         if running is None:
             return
         await running.worker.aclose()
-        await running.link.aclose()
-        self.links.pop(device_id, None)
+        for link in (running.link, *running.counters):
+            await link.aclose()
+            self.links.pop(link.device_id, None)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -21,7 +22,7 @@ from vision.simulator import CameraSimulator
 pytestmark = pytest.mark.timeout(240)
 
 FULL = [[0, 0], [1, 0], [1, 1], [0, 1]]
-GATE = {"sample_fps": 5, "lines": [{"name": "gate", "start": [1, 0.5], "end": [0, 0.5]}]}
+GATE = {"sample_fps": 5, "lines": [{"name": "gate", "start": [1, 0.5], "end": [0, 0.5], "flow_device": "hik-FLOW01"}]}
 HALL = {"sample_fps": 4, "zones": [{"name": "hall", "polygon": FULL, "crowd_limit": 3, "crowd_hold_s": 2}]}
 ESCALATOR = {"sample_fps": 5, "zones": [{"name": "escalator", "polygon": FULL,
                                          "escalator": {"direction": [0, -1], "min_travel": 0.2}}]}
@@ -52,8 +53,11 @@ async def market(registry_url_factory, tmp_path_factory, detector):
     }
     async with start_test_platform(data, registry_url_factory("sqlite")) as platform:
         async with serve_api(platform.app) as api:
-            await create_vendor(api, "hik")
+            key = await create_vendor(api, "hik")
             await ensure_market(api, "FT01")
+            counter = await api.post("/api/v1/vendor/devices", headers={"X-API-Key": key}, json={
+                "devices": [{"serial": "FLOW01", "kind": "flow_counter", "market": "FT01"}]})
+            assert counter.status_code in (200, 201), counter.text
             cameras = {}
             for serial, (scene, _) in scenes.items():
                 cameras[serial] = CameraSimulator(scene, serial=serial, password="pw", hold_until_streamed=True)
@@ -69,7 +73,7 @@ async def market(registry_url_factory, tmp_path_factory, detector):
                 detector=detector)
             await service.start()
             try:
-                yield api, cameras, service
+                yield api, cameras, service, platform
             finally:
                 await service.aclose()
                 for camera in cameras.values():
@@ -81,7 +85,7 @@ async def played(camera: CameraSimulator, seconds: float) -> None:
 
 
 async def test_scripted_entrance_gives_exact_in_and_out_counts_queryable_per_minute(market) -> None:
-    api, cameras, _ = market
+    api, cameras, _, _ = market
     await played(cameras["ENT01"], 14.0)
     await asyncio.sleep(3)  # the worker writes counts every 2 s
     response = await api.get("/api/v1/vision/cameras/hik-ENT01/flow", params={"bucket": "minute"}, headers=ADMIN)
@@ -90,8 +94,18 @@ async def test_scripted_entrance_gives_exact_in_and_out_counts_queryable_per_min
     assert {p["line"] for p in response.json()["points"]} == {"gate"}
 
 
+async def test_the_entrance_counts_are_published_as_the_flow_counter_devices_telemetry(market) -> None:
+    _, cameras, service, platform = market
+    await played(cameras["ENT01"], 14.0)
+    link = service.links["hik-FLOW01"]
+    await eventually(lambda: not link.outbox, what="the counter's messages to be acknowledged")
+    now = datetime.now(UTC)
+    readings = await platform.store.range("hik-FLOW01", "flow_counter.telemetry", now - timedelta(hours=1), now)
+    assert (sum(r.fields["count_in"] for r in readings), sum(r.fields["count_out"] for r in readings)) == (3, 2)
+
+
 async def test_a_crowd_above_the_limit_raises_one_peak_event_with_evidence_that_can_be_handled(market) -> None:
-    api, cameras, _ = market
+    api, cameras, _, _ = market
     await played(cameras["HALL01"], 6.0)
     events = (await api.get("/api/v1/vision/events", params={"camera": "hik-HALL01"}, headers=ADMIN)).json()
     assert [(e["category"], e["zone"], e["count"]) for e in events] == [("crowd_peak", "hall", 4)]
@@ -105,7 +119,7 @@ async def test_a_crowd_above_the_limit_raises_one_peak_event_with_evidence_that_
 
 
 async def test_the_wrong_way_on_the_escalator_raises_an_event_and_the_right_way_none(market) -> None:
-    api, cameras, _ = market
+    api, cameras, _, _ = market
     await played(cameras["ESCDN01"], 6.0)
     await played(cameras["ESCUP01"], 6.0)
     down = (await api.get("/api/v1/vision/events", params={"camera": "hik-ESCDN01"}, headers=ADMIN)).json()
@@ -115,14 +129,14 @@ async def test_the_wrong_way_on_the_escalator_raises_an_event_and_the_right_way_
 
 
 async def test_events_and_telemetry_reach_the_platform_over_mqtt_and_are_acknowledged(market) -> None:
-    _, _, service = market
+    _, _, service, _ = market
     link = service.links["hik-HALL01"]
     await eventually(lambda: len(link.acked) >= 3, what="acknowledgements")
     assert link.rejected == {}  # every message fitted the camera kind's schema
 
 
 async def test_a_dropped_stream_reconnects_and_garbage_frames_are_reported_while_the_worker_goes_on(market) -> None:
-    _, cameras, service = market
+    _, cameras, service, _ = market
     camera, worker = cameras["ENT01"], service.running["hik-ENT01"].worker
     connects = worker.source.connects
     camera.drop_streams()
@@ -134,7 +148,7 @@ async def test_a_dropped_stream_reconnects_and_garbage_frames_are_reported_while
 
 
 async def test_a_bad_stored_configuration_is_reported_and_other_cameras_keep_running(market) -> None:
-    _, _, service = market
+    _, _, service, _ = market
     await VisionCamera.filter(device_id="hik-ESCUP01").update(analytics={"sample_fps": -1})
     await eventually(lambda: "hik-ESCUP01" in service.problems, what="the problem to be reported")
     assert "analytics configuration invalid" in service.problems["hik-ESCUP01"]
