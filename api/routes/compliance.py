@@ -13,6 +13,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 from api.auth import ContextDep, FleetRead, PlatformAdmin, VendorDep
+from api.downloads import attachment
 from compliance.export import scorecard_csv
 from compliance.schemas import (
     CheckModelRequest,
@@ -95,5 +96,5 @@ async def scorecard_export(code: str, who: FleetRead, service: ComplianceDep, da
     return Response(
         scorecard_csv(card),
         media_type="text/csv; charset=utf-8",
-        headers={"Content-Disposition": f'attachment; filename="scorecard-{code}.csv"'},
+        headers=attachment(f"scorecard-{code}.csv"),
     )

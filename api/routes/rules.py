@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from accounts.permissions import Permission, Principal
 from api.auth import ContextDep, require
+from api.downloads import attachment
 from fleet.errors import NotFound
 from rules.language import Severity
 from rules.packs import RuleError
@@ -125,7 +126,7 @@ async def export_pack(
 ) -> PlainTextResponse:
     text = await service.export_pack(source=source, ids=ids, name=name)
     return PlainTextResponse(text, media_type="application/yaml",
-                             headers={"Content-Disposition": f'attachment; filename="{name}.yaml"'})
+                             headers=attachment(f"{name}.yaml"))
 
 
 @router.post("/api/v1/rule-packs/import")
@@ -297,7 +298,7 @@ async def data_quality_report(
         return Response(report_html(report), media_type="text/html; charset=utf-8")
     if format == "csv":
         return Response(report_csv(report), media_type="text/csv; charset=utf-8",
-                        headers={"Content-Disposition": f'attachment; filename="{market}-{day}.csv"'})
+                        headers=attachment(f"{market}-{day}.csv"))
     return {"summary": report.summary, **{k: v for k, v in vars(report).items() if k != "generated_at"},
             "generated_at": report.generated_at.isoformat(), "day": day.isoformat()}
 
