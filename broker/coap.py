@@ -23,7 +23,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -129,6 +129,8 @@ class CoapServer:
         self.max_queued_commands = max_queued_commands
         self.redeliver_window_s = redeliver_window_s
         self.stats = CoapStats()
+        # Called with the device id on every authenticated request (presence: last seen, online).
+        self.on_seen: Callable[[str], None] | None = None
         self._outboxes: dict[str, _Outbox] = {}
         self._site = aiocoap.resource.Site()
         self._site.add_resource(ROOT, _DeviceTree(self))
@@ -249,6 +251,11 @@ class CoapServer:
         if ctx.device_id != device_id:
             self.stats.refused["forbidden"] += 1
             raise error.Forbidden(f"authenticated as {ctx.device_id}; may not use the path of {device_id}")
+        if self.on_seen is not None:
+            try:
+                self.on_seen(device_id)
+            except Exception:
+                log.exception("presence callback failed for %s", device_id)
         return ctx
 
     async def _uplink(self, pipe: Any, request: aiocoap.Message, device_id: str, channel: str) -> None:

@@ -28,7 +28,7 @@ import re
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
@@ -355,6 +355,11 @@ class _Port:
             transport="serial", device_id=frame.device_id, channel=frame.channel, body=frame.body,
             topic=f"serial:{self.config.name}",
         ))
+        if ack.seqs and self.gateway.on_seen is not None:
+            try:
+                self.gateway.on_seen(frame.device_id)
+            except Exception:
+                log.exception("presence callback failed for %s", frame.device_id)
         return self._answer(frame.seq, ack)
 
     def _answer(self, seq: int, ack: Ack) -> bytes:
@@ -499,6 +504,8 @@ class SerialGateway:
         self.read_timeout_s = read_timeout_s
         self.write_timeout_s = write_timeout_s
         self.ports: dict[str, _Port] = {}
+        # Called with the device id for every frame the pipeline accepted (presence: last seen, online).
+        self.on_seen: Callable[[str], None] | None = None
 
     async def start(self) -> None:
         if self.ports:

@@ -22,6 +22,7 @@ from fleet.errors import MarketFleetError
 
 if TYPE_CHECKING:
     from broker.ingest import IngestPipeline
+    from broker.presence import PresenceTracker
     from fleet.registry import Registry
     from marketfleet.settings import Settings
 
@@ -35,11 +36,17 @@ class TransportUnavailable(MarketFleetError):
 
 
 async def start_transports(
-    settings: Settings, registry: Registry, pipeline: IngestPipeline, stack: contextlib.AsyncExitStack
+    settings: Settings,
+    registry: Registry,
+    pipeline: IngestPipeline,
+    stack: contextlib.AsyncExitStack,
+    presence: PresenceTracker | None = None,
 ) -> dict[str, Any]:
     """Start CoAP (`settings.coap.enabled`) and the serial gateway (`settings.serial.ports` not empty); return
     them as services (`"coap"`, `"serial"`). A serial port that cannot be opened yet does not stop start-up:
-    the gateway retries it every few seconds."""
+    the gateway retries it every few seconds. With `presence`, every authenticated CoAP request and every
+    accepted serial frame counts as a sign of life (online, last seen; offline after 1.5 × keepalive)."""
+    seen = (lambda device_id: presence.seen(device_id, reason="uplink")) if presence is not None else None
     services: dict[str, Any] = {}
     if settings.coap.enabled:
         from broker.coap import CoapServer
@@ -58,6 +65,7 @@ async def start_transports(
                 f"CoAP cannot listen on udp {settings.coap.host}:{settings.coap.port} ({err.strerror or err}); "
                 "set coap.port (MF_COAP__PORT), or coap.enabled=false (MF_COAP__ENABLED) to run without CoAP"
             ) from err
+        coap.on_seen = seen
         stack.push_async_callback(coap.aclose)
         registry.listeners.append(coap)
         stack.callback(_unlisten, registry, coap)
@@ -73,6 +81,7 @@ async def start_transports(
             ],
             pipeline,
         )
+        gateway.on_seen = seen
         await gateway.start()
         stack.push_async_callback(gateway.aclose)
         services["serial"] = gateway

@@ -133,7 +133,7 @@ async def start_platform(settings: Settings, *, ingest: bool = True) -> Platform
             services.update(broker=broker, pipeline=broker.pipeline, bus=broker.bus)
             from broker.transports import start_transports
 
-            services.update(await start_transports(settings, registry, broker.pipeline, stack))
+            services.update(await start_transports(settings, registry, broker.pipeline, stack, broker.presence))
 
         # Firmware: campaigns are managed in every role; the orchestrator, its MQTT downlink and the feed of
         # ota_status events run where ingest runs (one orchestrator per fleet).

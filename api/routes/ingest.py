@@ -177,6 +177,9 @@ async def _accept(request: Request, ctx: Any, device_id: str) -> tuple[Any, byte
     limit = pipeline.max_payload_bytes if pipeline is not None else DEFAULT_UPLINK_BYTES
     body = await _read_body(request, limit)
     await _authenticate(request, ctx.registry, device_id, body)
+    broker = ctx.services.get("broker")
+    if broker is not None:  # a sign of life for presence (online, last seen), as an MQTT uplink is
+        broker.presence.seen(device_id, reason="uplink")
     if pipeline is None:
         raise HTTPException(503, "ingest is not running on this server", headers={"Retry-After": "30"})
     return pipeline, body

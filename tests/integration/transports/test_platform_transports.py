@@ -89,6 +89,8 @@ async def test_coap_runs_in_the_platform_with_registry_credentials(
             assert response.code == codes.CHANGED, response.payload
             assert json.loads(response.payload)["seqs"] == [1]
             assert await platform.store.count(device, "esl_base_station.telemetry") == 1  # type: ignore[union-attr]
+            presence = platform.services["broker"].presence  # CoAP devices are online while they talk
+            assert presence.is_online(device) and presence.last_seen(device) is not None
 
             # A command sent through the running server arrives on the device's observation.
             command_id = await coap.send_command(device, {"command": "ping"})
@@ -132,6 +134,7 @@ async def test_serial_gateway_runs_from_settings(
     assert await scale.reply() == Reply("ACK", 2, high=2)
     assert await platform.store.count(SCALE, "scale.telemetry") == 2  # type: ignore[union-attr]
     assert gateway.stats()["counter-1"]["naked"] == {"frame": 1}
+    assert platform.services["broker"].presence.is_online(SCALE)
 
 
 async def test_http_results_reach_the_platform_pipeline(
@@ -147,6 +150,7 @@ async def test_http_results_reach_the_platform_pipeline(
     assert response.status_code == 200, response.text
     assert response.json()["results"][0]["status"] == "stored"
     assert await platform.store.count(device, "food_detector.event") == 1  # type: ignore[union-attr]
+    assert platform.services["broker"].presence.is_online(device)
 
 
 async def test_commands_go_over_the_transport_each_device_listens_on(
