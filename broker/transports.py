@@ -117,11 +117,18 @@ def command_transport(services: Mapping[str, Any], device_id: str, kind: str) ->
 async def send_command(
     services: Mapping[str, Any], device_id: str, market: str | None, kind: str, command: dict[str, Any]
 ) -> tuple[str, str]:
-    """Send a command (already validated against the kind's command schema) to one device over the transport it
-    listens on; returns (command id, transport). The message is `{"id": …, **command}` (docs/protocol.md), an
-    id is added when the command has none. `ConnectionError` when no downlink runs in this process."""
-    message = {"id": str(uuid.uuid4()), **json.loads(json.dumps(command, default=str))}
+    """Send a command to one device over the transport it listens on; returns (command id, transport).
+
+    The command is validated against the kind's command schema first (pydantic `ValidationError`: a 422 for an
+    API caller); the message is `{"id": …, **command}` (docs/protocol.md), an id is added when the command has
+    none. `LookupError` for a kind without a downlink, `ConnectionError` when no downlink runs in this process."""
+    from fleet.kinds import spec_for
+
     transport = command_transport(services, device_id, kind)
+    fields = {k: v for k, v in command.items() if k != "id"}
+    validated = spec_for(kind).adapter("command").validate_python(fields)
+    message = {"id": str(command.get("id") or uuid.uuid4()),
+               **json.loads(validated.model_dump_json(exclude_none=True))}
     if transport == "coap":
         await services["coap"].send_command(device_id, message)
     else:

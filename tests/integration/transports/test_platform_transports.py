@@ -16,6 +16,7 @@ import httpx
 import pytest
 from aiocoap import oscore
 from aiocoap.numbers import codes
+from pydantic import ValidationError
 
 from broker.coap import CoapServer
 from broker.coap_security import device_client_context
@@ -179,7 +180,7 @@ async def test_commands_go_over_the_transport_each_device_listens_on(
         async with asyncio.timeout(10):
             received = await anext(aiter(mqtt.messages))
         assert str(received.topic) == f"mf/v1/m1/{sensor}/down/cmd"
-        assert json.loads(received.payload) == {"id": command_id, "command": "reboot"}  # type: ignore[arg-type]
+        assert json.loads(received.payload) == {"id": command_id, "command": "reboot", "delay_s": 0}  # type: ignore[arg-type]
 
     # The same sensor observing its CoAP down/cmd (it speaks both) gets the next one there.
     client = await aiocoap.Context.create_client_context(transports=["oscore", "udp6"])
@@ -199,3 +200,9 @@ async def test_commands_go_over_the_transport_each_device_listens_on(
 
     with pytest.raises(LookupError, match="no command downlink"):
         await send_command(services, detector, "m1", "food_detector", {"command": "ping"})
+    # Commands are checked against the kind's command schema before anything is queued or published.
+    with pytest.raises(ValidationError):
+        await send_command(services, station, "m1", "esl_base_station", {"command": "format_disk"})
+    with pytest.raises(ValidationError):
+        await send_command(services, sensor, "m1", "env_sensor", {"command": "reboot", "delay_s": "soon"})
+    assert coap.pending_commands(station) == 1  # still only the ping from the start
