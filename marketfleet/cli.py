@@ -322,10 +322,9 @@ from marketfleet.vision_cli import vision_app  # noqa: E402  (its commands use t
 
 app.add_typer(vision_app, name="vision")
 
+from marketfleet.simulate_cli import simulate_command  # noqa: E402  (its command uses this module's helpers)
 
-from marketfleet.vision_cli import vision_app  # noqa: E402  (its commands use this module's helpers)
-
-app.add_typer(vision_app, name="vision")
+app.command("simulate")(simulate_command)
 
 
 def main() -> None:

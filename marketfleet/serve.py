@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 
 import uvicorn
@@ -13,11 +14,11 @@ from marketfleet.settings import Settings
 
 
 async def serve_forever(settings: Settings, *, demo: bool, console: Console) -> None:
-    async with running_platform(settings) as platform:
+    async with running_platform(settings) as platform, contextlib.AsyncExitStack() as extras:
         if demo:
-            from marketfleet.demo import seed_demo
+            from marketfleet.demo import run_demo
 
-            await seed_demo(platform, console)
+            await extras.enter_async_context(run_demo(platform, console))
         tls = settings.tls
         config = uvicorn.Config(
             platform.app,

@@ -5,7 +5,7 @@ Imports only `fleet` (the kinds and their schemas) and `broker.topics` (the topi
 """
 
 from simulators.device import DeviceStats, ReceivedCommand, SimulatedDevice
-from simulators.faults import Burst, DropLink, Fault, Garbage, SkewClock
+from simulators.faults import Burst, DropLink, FailedTest, Fault, Garbage, OutOfRange, SkewClock
 from simulators.generators import Emission, Generator, make_generator
 from simulators.market import Endpoints, MarketSimulation, register_market_devices, simulate
 from simulators.outbox import Outbox, OutboxEntry, OutboxStore, open_outbox
@@ -34,6 +34,7 @@ __all__ = [
     "DropLink",
     "Emission",
     "Endpoints",
+    "FailedTest",
     "Fault",
     "Garbage",
     "Generator",
@@ -44,6 +45,7 @@ __all__ = [
     "MqttTransport",
     "NoAuth",
     "OscoreAuth",
+    "OutOfRange",
     "Outbox",
     "OutboxEntry",
     "OutboxStore",

@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from fleet.kinds import DeviceKind, validate_payload
-from simulators.faults import Burst, DropLink, Fault, Garbage, SkewClock
+from simulators.faults import Burst, DropLink, FailedTest, Fault, Garbage, OutOfRange, SkewClock
 from simulators.generators import Emission, Generator, make_generator
 from simulators.outbox import Outbox, OutboxEntry, open_outbox
 from simulators.transports.base import DeviceIdentity, LinkDown, Transport
@@ -229,7 +229,8 @@ class SimulatedDevice:
         if len(self.outbox) == 0:
             return True
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._drained.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._drained.wait()
         return len(self.outbox) == 0
 
     async def _producer(self) -> None:
@@ -244,7 +245,8 @@ class SimulatedDevice:
             if delay > 0:
                 self._wake_producer.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake_producer.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await self._wake_producer.wait()
             self.emit(self.generator.due(self.now()))
             if loop.time() >= next_tick:
                 self.emit(self.generator.tick(self.now()))
@@ -253,9 +255,12 @@ class SimulatedDevice:
 
     # -- sending --------------------------------------------------------------------------------
     async def _sender(self) -> None:
+        # asyncio.timeout, not wait_for, around every wait here: 3.11's wait_for can swallow a cancellation that
+        # arrives as the event fires, and the device would then never stop.
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake_sender.wait(), max(0.2, self.ack_timeout_s / 4))
+                async with asyncio.timeout(max(0.2, self.ack_timeout_s / 4)):
+                    await self._wake_sender.wait()
             self._wake_sender.clear()
             if self.transport.connected:
                 await self.flush()
@@ -348,7 +353,8 @@ class SimulatedDevice:
 
     async def wait_connected(self, timeout_s: float = 10.0) -> bool:
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._link_up.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._link_up.wait()
         return self._link_up.is_set()
 
     # -- faults ---------------------------------------------------------------------------------
@@ -379,8 +385,19 @@ class SimulatedDevice:
                 self._skew_resets.append(handle)
         elif isinstance(fault, Burst):
             self.produce_messages(fault.count)
+        elif isinstance(fault, OutOfRange):
+            self.generator.anomaly = True
+            self.emit(self.generator.tick(self.now()))  # show it at once, not at the next interval
+            if fault.duration_s:
+                handle = asyncio.get_running_loop().call_later(fault.duration_s, self._clear_anomaly)
+                self._skew_resets.append(handle)
+        elif isinstance(fault, FailedTest):
+            self.emit(self.generator.failed_tests(self.now(), fault.count))
         else:
             raise TypeError(f"unknown fault {fault!r}")
+
+    def _clear_anomaly(self) -> None:
+        self.generator.anomaly = False
 
     def _unskew(self, seconds: float) -> None:
         self.clock_skew_s -= seconds

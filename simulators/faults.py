@@ -10,6 +10,11 @@ Each fault fires first `at_s` seconds after the device starts running and, when 
 * `SkewClock(seconds, duration_s)`: the device clock runs `seconds` ahead (`ts` in the future; more than five
   minutes is rejected as `future_timestamp` and dropped from the outbox), for `duration_s` or for good.
 * `Burst(count)`: produce `count` messages at once (they go out in batches, as arrays).
+* `OutOfRange(duration_s)`: the device measures something a rule must catch, for `duration_s` (or until
+  cleared): an environment sensor 45 °C / 95 % / 2,500 ppm CO₂, a cold locker's compartment 1 at 14 °C (SZ 6.14.4
+  asks 1–10 °C), a fire panel in alarm, a thermometer reporting a fever, a scale selling at ten times its price.
+  Kinds without such a reading ignore it. The messages stay schema-valid: this is data, not garbage.
+* `FailedTest(count)`: a food-safety detector reports `count` failed rapid tests now (value above the limit).
 """
 
 from __future__ import annotations
@@ -47,7 +52,22 @@ class Burst(Fault):
     count: int = 100
 
 
+@dataclass(frozen=True, slots=True)
+class OutOfRange(Fault):
+    duration_s: float | None = 60.0
+
+
+@dataclass(frozen=True, slots=True)
+class FailedTest(Fault):
+    count: int = 1
+
+
 FAULT_TYPES: dict[str, type[Fault]] = {"drop": DropLink, "garbage": Garbage, "skew": SkewClock, "burst": Burst}
+#: Faults by the names the command line uses (`--fault out_of_range:cold_locker`).
+NAMED_FAULTS: dict[str, type[Fault]] = {
+    "offline": DropLink, "garbage": Garbage, "skew": SkewClock, "burst": Burst, "out_of_range": OutOfRange,
+    "failed_test": FailedTest,
+}  # fmt: skip
 
 
 def random_fault(rng: random.Random, within_s: float) -> Fault:

@@ -141,6 +141,8 @@ class Generator:
         self.market = market if market and market != "_" else None
         self.rng = random.Random(f"{seed}:{device_id}")
         self.ticks = 0
+        #: The OutOfRange fault: while set, the kind's readings go where a rule must catch them.
+        self.anomaly = False
         self.booted_at: datetime | None = None
         self.scheduled: list[tuple[datetime, dict[str, Any]]] = []
         self.state: dict[str, Any] = {
@@ -190,6 +192,10 @@ class Generator:
         return out
 
     def _run_scheduled(self, command: dict[str, Any], now: datetime) -> list[Emission]:
+        return []
+
+    def failed_tests(self, now: datetime, count: int = 1) -> list[Emission]:
+        """The FailedTest fault: failed food-safety results (only a food detector has any)."""
         return []
 
     # -- payloads ------------------------------------------------------------
@@ -330,6 +336,8 @@ class ScaleGenerator(Generator):
         self.state["load_kg"] = weight
         self.state["orders"] += 1
         price = float(item["unit_price"])
+        if self.anomaly:  # a price far from the market's median for the product (BJ 6.3.2)
+            price = round(price * 10, 2)
         local = now.astimezone(CHINA_TZ)
         order_no = f"{local:%Y%m%d%H%M%S}{_short(self.device_id)}{self.state['orders'] % 100000:05d}"
         return {
@@ -640,9 +648,12 @@ class FoodDetectorGenerator(Generator):
         count = self.rng.randint(1, self.state["channels"])
         return [Emission("event", self._event_test_result(now, channel=c + 1)) for c in range(count)]
 
-    def _event_test_result(self, now: datetime, channel: int | None = None) -> dict[str, Any]:
+    def failed_tests(self, now: datetime, count: int = 1) -> list[Emission]:
+        return [Emission("event", self._event_test_result(now, fail=True)) for _ in range(count)]
+
+    def _event_test_result(self, now: datetime, channel: int | None = None, fail: bool = False) -> dict[str, Any]:
         item, unit, limit, ok_range, bad_range, samples = self.rng.choice(FOOD_TESTS)
-        passed = self.rng.random() >= self.FAIL_RATE
+        passed = not fail and self.rng.random() >= self.FAIL_RATE
         value = round(self.rng.uniform(*(ok_range if passed else bad_range)), 3)
         if passed and value >= limit:
             value = round(limit * 0.5, 3)
@@ -698,6 +709,9 @@ class EnvSensorGenerator(Generator):
         }
         if self.state["odour"]:
             out["nh3_ppm"] = round(max(0.0, 0.8 + 3 * level + self.rng.gauss(0, 0.3)), 2)
+        if self.anomaly:  # ventilation failed on a summer afternoon
+            out.update(temperature_c=round(45 + self.rng.gauss(0, 0.3), 1), humidity_pct=95.0,
+                       co2_ppm=round(2500 + self.rng.gauss(0, 30)))  # fmt: skip
         return out
 
 
@@ -740,10 +754,10 @@ class FirePanelGenerator(Generator):
     def events(self, now: datetime) -> list[Emission]:
         out: list[Emission] = []
         if self.state["open_alarm"] is not None:
-            if self.rng.random() < 0.3:  # investigated and reset at the panel
+            if not self.anomaly and self.rng.random() < 0.3:  # investigated and reset at the panel
                 out.append(Emission("event", {**self.state["open_alarm"], "cleared": True}))
                 self.state["open_alarm"] = None
-        elif self.rng.random() < self.ALARM_RATE:
+        elif self.anomaly or self.rng.random() < self.ALARM_RATE:
             out.append(Emission("event", self._event_fire_alarm(now)))
         if self.state["open_fault"] is not None:
             if self.rng.random() < 0.1:
@@ -816,6 +830,8 @@ class ColdLockerGenerator(Generator):
                 c["cooling_fault"] = 1
             moved = c["temperature_c"] + 0.5 * (target - c["temperature_c"]) + self.rng.gauss(0, 0.1)
             c["temperature_c"] = max(-40.0, min(60.0, round(moved, 1)))
+            if self.anomaly and n == 1:  # compartment 1's cooling has failed (SZ 6.14.4 asks 1–10 °C)
+                c["temperature_c"] = round(14.0 + self.rng.gauss(0, 0.2), 1)
             readings.append({"compartment": n, "temperature_c": c["temperature_c"], "door": c["door"]})
         return {"compartments": readings}
 
@@ -893,6 +909,8 @@ class ThermometerGenerator(Generator):
     def telemetry(self, now: datetime) -> dict[str, Any]:
         people = _poisson(self.rng, 40 * busy(now))
         fevers = [self._event_fever(now) for _ in range(people) if self.rng.random() < self.FEVER_PER_PERSON]
+        if self.anomaly and not fevers:
+            people, fevers = max(people, 1), [self._event_fever(now)]
         self.state["fevers"] = fevers
         out: dict[str, Any] = {"entrance": self.state["entrance"], "people_measured": people}
         if people:

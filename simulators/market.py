@@ -121,6 +121,36 @@ for _kind in DeviceKind:
     if _kind not in COUNT_OPTIONS.values():
         COUNT_OPTIONS[f"{_kind.value}s"] = _kind
 
+#: A market's device mix (relative numbers): `market_mix(n)` spreads `--devices N` over the kinds like this.
+MARKET_MIX: dict[str, float] = {
+    DeviceKind.SCALE: 30, DeviceKind.ESL: 40, DeviceKind.ESL_BASE_STATION: 2, DeviceKind.CAMERA: 4,
+    DeviceKind.FLOW_COUNTER: 2, DeviceKind.FOOD_DETECTOR: 1, DeviceKind.ENV_SENSOR: 4, DeviceKind.FIRE_PANEL: 1,
+    DeviceKind.COLD_LOCKER: 2, DeviceKind.THERMOMETER: 2, DeviceKind.DISPLAY: 4, DeviceKind.INSPECTION_TABLET: 1,
+    DeviceKind.BROADCAST: 1,
+}  # fmt: skip
+
+
+def market_mix(total: int) -> dict[str, int]:
+    """`total` devices spread over every kind like a real market (mostly scales and labels); with at least as
+    many devices as kinds, every kind gets one. Largest-remainder rounding, so the counts add up to `total`."""
+    kinds = [k.value for k in DeviceKind]
+    weights = {k: float(MARKET_MIX.get(k, 1)) for k in kinds}
+    counts = dict.fromkeys(kinds, 0)
+    if total <= 0:
+        return {}
+    if total >= len(kinds):
+        counts = dict.fromkeys(kinds, 1)
+    rest = total - sum(counts.values())
+    scale = sum(weights.values())
+    shares = {k: rest * w / scale for k, w in weights.items()}
+    for k, share in shares.items():
+        counts[k] += int(share)
+    left = total - sum(counts.values())
+    for k in sorted(kinds, key=lambda k: shares[k] - int(shares[k]), reverse=True)[:left]:
+        counts[k] += 1
+    return {k: n for k, n in counts.items() if n}
+
+
 MAX_ROWS_PER_REQUEST = 10_000  # the vendor API's limit per bulk registration
 
 
@@ -230,6 +260,7 @@ class Endpoints:
     api_url: str = "http://127.0.0.1:8000"
     serial_ports: dict[str, str] = field(default_factory=dict)
     mqtt_tls: Any = None  # an ssl.SSLContext when the broker runs TLS on 8883
+    http_verify: bool | str = True  # httpx `verify`: False for a self-signed test server, or a CA bundle path
 
 
 @dataclass
@@ -306,6 +337,7 @@ class MarketSimulation:
                 )
             )
         self._tasks: list[asyncio.Task[None]] = []
+        self.started_at: float | None = None
 
     def _transport(self, kind: str, device_id: str) -> Transport:
         e = self.endpoints
@@ -324,7 +356,7 @@ class MarketSimulation:
 
     def _shared_http(self) -> httpx.AsyncClient:
         if self._http is None:
-            self._http = httpx.AsyncClient(timeout=15)
+            self._http = httpx.AsyncClient(timeout=15, verify=self.endpoints.http_verify)
         return self._http
 
     # -- running ---------------------------------------------------------------------------
@@ -338,6 +370,7 @@ class MarketSimulation:
             )
             for transport in coap:
                 transport.share_context(self._coap_context)
+        self.started_at = loop.time()
         self._tasks = [loop.create_task(d.run(), name=f"device:{d.device_id}") for d in self.devices]
 
     async def stop(self, drain_s: float = 5.0) -> None:
@@ -408,7 +441,9 @@ class MarketSimulation:
         return {"kinds": kinds, "total": total.as_dict()}
 
     def table(self) -> Table:
-        table = Table(title=f"MarketFleet simulation: {len(self.devices)} devices", expand=False)
+        elapsed = "" if self.started_at is None else f", {asyncio.get_running_loop().time() - self.started_at:.0f} s"
+        market = ", ".join(sorted({d.market or "-" for d in self.devices}))
+        table = Table(title=f"MarketFleet simulation: {len(self.devices)} devices in {market}{elapsed}", expand=False)
         columns = ["kind", "transport", "devices", "online", "generated", "sent", "resent", "acked", "rejected",
                    "pending", "commands"]  # fmt: skip
         for col in columns:

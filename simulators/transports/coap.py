@@ -128,7 +128,8 @@ class CoapTransport(RequestTransport):
         assert self._context is not None
         self.auth.apply(message, self.identity)
         try:
-            response = await asyncio.wait_for(self._context.request(message).response, self.timeout_s)
+            async with asyncio.timeout(self.timeout_s):
+                response = await self._context.request(message).response
         except (TimeoutError, aiocoap.error.Error, OSError) as exc:
             raise self._failed(f"coap: {type(exc).__name__}: {exc}") from exc
         self.responses[str(response.code)] = self.responses.get(str(response.code), 0) + 1
@@ -184,7 +185,8 @@ class CoapTransport(RequestTransport):
             self.auth.apply(request, self.identity)
             pending = self._context.request(request)
             try:
-                first = await asyncio.wait_for(pending.response, self.timeout_s)
+                async with asyncio.timeout(self.timeout_s):
+                    first = await pending.response
                 if not first.code.is_successful():
                     log.debug("%s: observe down/cmd: %s", self.identity.device_id, first.code)
                     pending.observation.cancel()

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from simulators import Burst, DropLink, Garbage, LoopbackTransport, SimulatedDevice, SkewClock, open_outbox
+from simulators.faults import FailedTest, OutOfRange
 from simulators.wire import parse_ts, utcnow
 
 
@@ -197,3 +198,34 @@ async def test_seq_continues_after_a_device_restart(tmp_path: Path, running) -> 
                                      outbox=open_outbox(path, "acme-EN9"), interval_s=None))  # fmt: skip
     await until(lambda: second.pending == 0)
     assert sorted(transport.stored) == list(range(6))  # 5 from before (replayed) + the new boot message
+
+
+async def test_out_of_range_fault_sends_readings_a_rule_must_catch_then_clears(running) -> None:
+    transport = LoopbackTransport()
+    sensor = running(SimulatedDevice("env_sensor", "acme-EN5", "s", "M1", transport, interval_s=None,
+                                     boot_message=False))  # fmt: skip
+    locker_link = LoopbackTransport()
+    locker = running(SimulatedDevice("cold_locker", "acme-CL5", "s", "M1", locker_link, interval_s=None,
+                                     boot_message=False))  # fmt: skip
+    await until(lambda: sensor.connected and locker.connected)
+    await sensor.inject(OutOfRange(duration_s=0.2))
+    await locker.inject(OutOfRange(duration_s=0.2))
+    await until(lambda: sensor.pending == 0 and locker.pending == 0 and transport.stored and locker_link.stored)
+    hot = transport.stored[0]["payload"]
+    assert hot["temperature_c"] >= 44 and hot["humidity_pct"] == 95.0  # schema-valid (stored), out of range
+    compartments = {c["compartment"]: c["temperature_c"] for c in locker_link.stored[0]["payload"]["compartments"]}
+    assert compartments[1] > 10 and all(1 <= t <= 10 for n, t in compartments.items() if n != 1)
+    await asyncio.sleep(0.3)
+    assert sensor.produce(1)[0].payload["temperature_c"] < 40  # the fault cleared after duration_s
+
+
+async def test_failed_test_fault_reports_a_failed_food_test(running) -> None:
+    transport = LoopbackTransport()
+    detector = running(SimulatedDevice("food_detector", "acme-FD5", "s", "M1", transport, interval_s=None,
+                                       boot_message=False))  # fmt: skip
+    await until(lambda: detector.connected)
+    await detector.inject(FailedTest(count=2))
+    await until(lambda: len(transport.stored) == 2)
+    for message in transport.stored.values():
+        result = message["payload"]
+        assert result["type"] == "test_result" and result["passed"] is False and result["value"] >= result["limit"]
