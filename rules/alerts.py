@@ -10,6 +10,7 @@ Escalation (unacknowledged for longer than a rule's step) is checked here too.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import logging
 from collections.abc import Callable
@@ -34,6 +35,11 @@ __all__ = ["ENGINE_ACTOR", "AlertBook", "open_key", "render_message"]
 
 log = logging.getLogger(__name__)
 ENGINE_ACTOR = "rules-engine"
+WRITE_CHUNK = 100  # transitions per database transaction
+# The writer's announcements held back until its transaction commits (per task, so people's actions in the
+# API, which run in their own tasks, still announce at once).
+_ANNOUNCE: contextvars.ContextVar[list[tuple[str, dict[str, Any], str]] | None] = contextvars.ContextVar(
+    "rules_alert_announce", default=None)
 
 
 def open_key(rule_id: str, device_id: str, element: str) -> str:
@@ -77,20 +83,49 @@ class AlertBook:
     # ------------------------------------------------------------ the writer
 
     async def apply_pending(self) -> int:
-        """Record every transition the engine has queued; returns how many."""
+        """Record every transition the engine has queued; returns how many.
+
+        A chunk of transitions is one database transaction (one commit, where one per change made the writer
+        the bottleneck under load), each transition inside it a savepoint, so one that fails is undone alone
+        and logged. What the changes announce (the alert stream, the outbox worker) goes out after the
+        commit, so nobody hears of an alert the database does not have yet.
+        """
         async with self._lock:
             transitions = self.engine.drain()
-            for transition in transitions:
-                try:
-                    if transition.action == "open":
-                        await self._open(transition)
-                    elif transition.action == "repeat":
-                        await self._repeat(transition)
-                    else:
-                        await self._clear(transition)
-                except Exception:  # one bad transition must not stop the others from being recorded
-                    log.exception("recording %s of rule %s failed", transition.action, transition.rule.id)
+            for start in range(0, len(transitions), WRITE_CHUNK):
+                await self._record_chunk(transitions[start:start + WRITE_CHUNK])
             return len(transitions)
+
+    async def _record_chunk(self, chunk: list[Transition]) -> None:
+        announced: list[tuple[str, dict[str, Any], str]] = []
+        token = _ANNOUNCE.set(announced)
+        try:
+            async with in_transaction():
+                for transition in chunk:
+                    before = len(announced)
+                    try:
+                        async with in_transaction():
+                            await self._record(transition)
+                    except Exception:  # one bad transition must not stop the others from being recorded
+                        del announced[before:]
+                        log.exception("recording %s of rule %s failed", transition.action, transition.rule.id)
+        except Exception:
+            announced.clear()
+            log.exception("recording %d alert changes failed", len(chunk))
+        finally:
+            _ANNOUNCE.reset(token)
+        for event, data, comment in announced:
+            self.stream.publish(event, data, comment=comment)
+        if announced:
+            self.outbox.wake()
+
+    async def _record(self, transition: Transition) -> None:
+        if transition.action == "open":
+            await self._open(transition)
+        elif transition.action == "repeat":
+            await self._repeat(transition)
+        else:
+            await self._clear(transition)
 
     async def _open(self, tr: Transition) -> None:
         rule = tr.rule.rule
@@ -179,9 +214,14 @@ class AlertBook:
     async def _changed(self, alert: Alert, event: str, *, roles: list[str] | None = None,
                        comment: str = "") -> None:
         data = public(alert)
-        self.stream.publish(f"alert.{event}", data, comment=comment)
+        announced = _ANNOUNCE.get()
+        if announced is None:
+            self.stream.publish(f"alert.{event}", data, comment=comment)
+        else:  # inside the writer's transaction: announced once it commits
+            announced.append((f"alert.{event}", data, comment))
         try:
-            await self.outbox.enqueue(self.router.deliveries(data, event, roles=roles, now=self._now()))
+            await self.outbox.enqueue(self.router.deliveries(data, event, roles=roles, now=self._now()),
+                                      wake=announced is None)
         except Exception:  # the alert is recorded; a failed enqueue is logged, not fatal to the writer
             log.exception("queueing notifications for alert %s failed", alert.id)
 

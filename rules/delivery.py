@@ -101,10 +101,12 @@ class Outbox:
         self._next_wait = 0.0
         self._worker = Repeating(self._pass, lambda: self._next_wait, "rules-outbox")
 
-    async def enqueue(self, rows: list[Delivery]) -> None:
+    async def enqueue(self, rows: list[Delivery], *, wake: bool = True) -> None:
+        """Store deliveries; `wake=False` when the caller's transaction is still open (it wakes after)."""
         if rows:
             await Delivery.bulk_create(rows)
-            self._worker.wake()
+            if wake:
+                self._worker.wake()
 
     def wake(self) -> None:
         self._worker.wake()
