@@ -59,13 +59,17 @@ class FrameSlot:
         return self.take()
 
 
-def decode(frame: Frame) -> np.ndarray | None:
-    """BGR array of a frame, or None when its bytes are not an image (a garbage frame)."""
+_REDUCED = {1: cv2.IMREAD_COLOR, 2: cv2.IMREAD_REDUCED_COLOR_2, 4: cv2.IMREAD_REDUCED_COLOR_4}
+
+
+def decode(frame: Frame, reduce: int = 1) -> np.ndarray | None:
+    """BGR array of a frame, or None when its bytes are not an image (a garbage frame). `reduce` 2 or 4 decodes
+    JPEG at a half or a quarter of its size directly (libjpeg's DCT scaling: a third cheaper at 1/2)."""
     if isinstance(frame.data, np.ndarray):
         return frame.data
     if not frame.data:
         return None
-    return cv2.imdecode(np.frombuffer(frame.data, np.uint8), cv2.IMREAD_COLOR)
+    return cv2.imdecode(np.frombuffer(frame.data, np.uint8), _REDUCED.get(reduce, cv2.IMREAD_COLOR))
 
 
 class StreamError(Exception):

@@ -98,7 +98,7 @@ async def _pipeline(detector: Any, jpegs: list[bytes]) -> float:
     from concurrent.futures import ThreadPoolExecutor
 
     from vision.config import CameraAnalytics
-    from vision.sources import Frame, decode
+    from vision.sources import Frame
     from vision.worker import CameraSpec, CameraWorker
 
     class NullSink:
@@ -116,12 +116,12 @@ async def _pipeline(detector: Any, jpegs: list[bytes]) -> float:
         worker = CameraWorker(CameraSpec("bench-cam", None, "http://127.0.0.1:9/none", analytics), detector,
                               NullSink(), executor)
         for jpeg in jpegs[:2]:
-            image = decode(Frame(jpeg, 0.0))
+            image = worker.decode(Frame(jpeg, 0.0))
             assert image is not None
             await worker.analyse(image, 0.0)
         began = time.perf_counter()
         for n, jpeg in enumerate(jpegs):
-            image = decode(Frame(jpeg, 0.0))
+            image = worker.decode(Frame(jpeg, 0.0))
             assert image is not None
             await worker.analyse(image, float(n))
         return (time.perf_counter() - began) / len(jpegs)
