@@ -13,6 +13,7 @@ pipeline. Register `hub` as a registry `CredentialListener` so a revocation clos
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
@@ -20,7 +21,7 @@ from broker.acks import AckPublisher
 from broker.amqtt_broker import IndexedBroker
 from broker.amqtt_plugins import BrokerHub, HubPlugin
 
-__all__ = ["PLUGINS", "EmbeddedBroker", "broker_config"]
+__all__ = ["PLUGINS", "EmbeddedBroker", "TlsListener", "broker_config"]
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +32,30 @@ PLUGINS = {
 }
 
 
+@dataclass(frozen=True)
+class TlsListener:
+    """MQTT over TLS (8883) with the platform's certificate; `only` drops the plain listener."""
+
+    port: int
+    cert_file: str
+    key_file: str
+    only: bool = False
+
+
 def broker_config(
-    host: str, port: int, *, max_connections: int = 0, session_expiry_s: int | None = 7 * 86_400
+    host: str, port: int, *, max_connections: int = 0, session_expiry_s: int | None = 7 * 86_400,
+    tls: TlsListener | None = None,
 ) -> dict[str, Any]:
     """amqtt config of the embedded broker (plugins listed here replace amqtt's defaults)."""
+    plain = {"type": "tcp", "bind": f"{host}:{port}", "max_connections": max_connections}
+    listeners: dict[str, Any] = {"default": plain}
+    if tls is not None:
+        secured = {"type": "tcp", "bind": f"{host}:{tls.port}", "max_connections": max_connections, "ssl": True,
+                   "certfile": tls.cert_file, "keyfile": tls.key_file}
+        # amqtt needs a listener named "default"; in TLS-only mode that is the TLS one and nothing is plain.
+        listeners = {"default": secured} if tls.only else {"default": plain, "tls": secured}
     return {
-        "listeners": {"default": {"type": "tcp", "bind": f"{host}:{port}", "max_connections": max_connections}},
+        "listeners": listeners,
         "timeout_disconnect_delay": 0,
         # amqtt #123: a persistent session of a device that never returns is dropped after this long.
         "session_expiry_interval": session_expiry_s,
@@ -54,8 +73,10 @@ class EmbeddedBroker:
         max_connections: int = 0,
         session_expiry_s: int | None = 7 * 86_400,
         max_offline_messages: int = 1000,
+        tls: TlsListener | None = None,
     ) -> None:
         self.hub = hub
+        self.tls = tls
         self.host = host
         self.port = port
         self.max_connections = max_connections
@@ -68,7 +89,7 @@ class EmbeddedBroker:
             return
         broker = IndexedBroker(
             broker_config(self.host, self.port, max_connections=self.max_connections,
-                          session_expiry_s=self.session_expiry_s),
+                          session_expiry_s=self.session_expiry_s, tls=self.tls),
             max_offline_messages=self.max_offline_messages,
         )
         for plugin in broker.plugins_manager.plugins:

@@ -23,7 +23,7 @@ from broker.amqtt_plugins import BrokerHub
 from broker.bus import EnvelopeBus
 from broker.directory import DeviceDirectory
 from broker.dynsec import DynsecProvisioner, ReconcileReport
-from broker.embedded import EmbeddedBroker
+from broker.embedded import EmbeddedBroker, TlsListener
 from broker.external import ExternalIngest
 from broker.ingest import IngestPipeline
 from broker.presence import PresenceTracker
@@ -54,6 +54,11 @@ class BrokerParams:
     admin_username: str = ""  # Mosquitto dynsec admin; empty: broker accounts are managed elsewhere (EMQX)
     admin_password: str = ""
     reconcile_on_start: bool = True
+    # MQTT over TLS on the embedded broker (docs/security.md); empty cert: no TLS listener
+    tls_port: int = 8883
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_only: bool = False
     # presence
     presence_flush_s: float = 2.0
     presence_sweep_s: float = 5.0
@@ -92,7 +97,9 @@ class BrokerService:
                 self.pipeline, registry=registry, directory=self.directory, presence=self.presence,
                 service_username=params.username, service_password=params.password,
             )
-            self.embedded = EmbeddedBroker(self.hub, host=params.host, port=params.port)
+            tls = TlsListener(params.tls_port, params.tls_cert_file, params.tls_key_file, params.tls_only) \
+                if params.tls_cert_file else None
+            self.embedded = EmbeddedBroker(self.hub, host=params.host, port=params.port, tls=tls)
         elif params.mode == "external":
             if params.admin_username:
                 self.provisioner = DynsecProvisioner(

@@ -119,6 +119,8 @@ async def start_platform(settings: Settings, *, ingest: bool = True) -> Platform
             broker = setup_broker(
                 settings.broker, registry, store,
                 username=settings.broker.username or SERVICE_ACCOUNT, password=service_password(settings, key),
+                tls_port=settings.tls.mqtt_port, tls_cert_file=settings.tls.cert_file,
+                tls_key_file=settings.tls.key_file, tls_only=settings.tls.only,
             )
             # Subscribed before the broker starts, so nothing an early device replays escapes the rules.
             rules_service.follow(broker.bus.subscribe(maxsize=RULES_FEED_BUFFER, name="rules"))
