@@ -337,6 +337,12 @@ class SimulatedDevice:
         self.emit(self.generator.apply_command(applied, self.now()))
         self._wake_producer.set()  # a timed command may be due sooner than the next tick
 
+    def on_retry(self, seqs: Iterable[int]) -> None:
+        """The transport asks for these seqs again now (a serial NAK crc/frame/busy, or no reply in time)."""
+        for seq in seqs:
+            self._inflight.pop(seq, None)
+        self._wake_sender.set()
+
     def on_downlink(self, channel: str, body: Any) -> None:
         self.downlinks = [*self.downlinks[-99:], (channel, body)]
 

@@ -258,7 +258,7 @@ class Endpoints:
     coap_host: str = "127.0.0.1"
     coap_port: int = 5683
     api_url: str = "http://127.0.0.1:8000"
-    serial_ports: dict[str, str] = field(default_factory=dict)
+    serial_ports: dict[str, str | int] = field(default_factory=dict)  # a path/URL, or an open fd (pty master)
     mqtt_tls: Any = None  # an ssl.SSLContext when the broker runs TLS on 8883
     http_verify: bool | str = True  # httpx `verify`: False for a self-signed test server, or a CA bundle path
 

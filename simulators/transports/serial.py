@@ -1,34 +1,75 @@
-"""A scale on a serial line (pyserial; RS-232, or a pty in tests), framed by `simulators.framing`.
+"""A scale on a serial line (pyserial; RS-232, or a pty in tests), speaking the gateway's line protocol
+(docs/serial.md, `broker.serial_gateway`): one frame per message, `MF1|device|channel|seq|base64|CRC`, answered
+by `ACK|seq|high|CRC` or `NAK|seq|reason|CRC`.
 
-The scale writes one frame per uplink and reads frames back: `ack` frames (the acknowledgement JSON) and `cmd`
-frames (commands). The framing is a parameter (`Framing`) until docs/serial.md fixes the line protocol; the
-default is the `MF1` proposal in `simulators/framing.py`.
+* `ACK`: stored (now or before) → the seq leaves the outbox;
+* `NAK` with a final reason (`schema`, `malformed`, …) → dropped from the outbox, as a rejection;
+* `NAK` `crc`/`frame`/`busy`, a garbled reply or none within `reply_timeout_s` → sent again (stop and wait is
+  what docs/serial.md asks; the device's in-flight window lets a few frames go back to back).
+
+The line carries no commands (RS-232 scales get their PLU table over the network); authentication is by wiring.
+`port` is a device path / pyserial URL, or an open file descriptor (the master end of a pty in tests).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import serial
 
-from simulators.framing import MF1, FrameError, Framing
-from simulators.transports.base import DeviceLink, LinkDown, Transport, log
-from simulators.wire import Ack
+from broker.serial_gateway import encode_frame, parse_reply
+from simulators.transports.base import DeviceLink, LinkDown, Transport
+from simulators.wire import Ack, encode
+
+MAX_LINE_BYTES = 90_000  # the gateway's default: 64 KiB body × 4/3 + 200
+
+
+class _FdPort:
+    """A raw file descriptor with the few pyserial methods the transport uses (a pty master in tests)."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        os.set_blocking(fd, False)
+
+    def fileno(self) -> int:
+        return self.fd
+
+    @property
+    def in_waiting(self) -> int:
+        return 4096
+
+    def read(self, size: int) -> bytes:
+        try:
+            return os.read(self.fd, size)
+        except BlockingIOError:
+            return b""
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self.fd, view):]
+            except BlockingIOError:
+                continue
+
+    def close(self) -> None:
+        """The fd belongs to whoever passed it in (closing a pty master would end the pty)."""
 
 
 class SerialTransport(Transport):
     name = "serial"
-    max_batch_messages = 8
+    max_batch_messages = 8  # frames written back to back; the gateway answers them in order
 
     def __init__(
         self,
-        port: str,
+        port: str | int,
         *,
         baudrate: int = 9600,
-        framing: Framing = MF1,
+        reply_timeout_s: float = 2.0,
         write_timeout_s: float = 10.0,
         reconnect_min_s: float = 0.2,
         reconnect_max_s: float = 10.0,
@@ -36,17 +77,17 @@ class SerialTransport(Transport):
         super().__init__(encoding="json", reconnect_min_s=reconnect_min_s, reconnect_max_s=reconnect_max_s)
         self.port = port
         self.baudrate = baudrate
-        self.framing = framing
+        self.reply_timeout_s = reply_timeout_s
         self.write_timeout_s = write_timeout_s
-        # Escaped non-ASCII takes 6 bytes per character where the batcher counts UTF-8's 3: halve the budget.
-        self.max_batch_bytes = (framing.max_line_bytes - 256) // 2
-        self.bad_frames = 0
-        self._serial: serial.Serial | None = None
+        self.bad_replies = 0
+        self.naks: dict[str, int] = {}
+        self._serial: Any = None
         self._buffer = b""
         self._lost: asyncio.Future[None] | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._write_lock = asyncio.Lock()
+        self._timers: dict[int, asyncio.TimerHandle] = {}
 
     async def start(self, link: DeviceLink) -> None:
         self.link = link
@@ -60,11 +101,19 @@ class SerialTransport(Transport):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
         self._set_connected(False, "closed")
 
     def _lose(self) -> None:
         if self._lost is not None and not self._lost.done():
             self._lost.set_result(None)
+
+    def _open(self) -> Any:
+        if isinstance(self.port, int):
+            return _FdPort(self.port)
+        return serial.serial_for_url(self.port, self.baudrate, timeout=0, write_timeout=self.write_timeout_s)
 
     async def _supervise(self) -> None:
         loop = asyncio.get_running_loop()
@@ -74,7 +123,7 @@ class SerialTransport(Transport):
                 await asyncio.sleep(held)
                 continue
             try:
-                port = serial.Serial(self.port, self.baudrate, timeout=0, write_timeout=self.write_timeout_s)
+                port = self._open()
             except (serial.SerialException, OSError) as exc:
                 self.last_error = f"serial: {exc}"
                 await asyncio.sleep(self.backoff())
@@ -110,33 +159,48 @@ class SerialTransport(Transport):
         self._buffer += data
         while b"\n" in self._buffer:
             line, self._buffer = self._buffer.split(b"\n", 1)
-            self._line(line)
-        if len(self._buffer) > 4 * self.framing.max_line_bytes:
+            self._reply(line)
+        if len(self._buffer) > MAX_LINE_BYTES:
             self._buffer = b""
-            self.bad_frames += 1
+            self.bad_replies += 1
 
-    def _line(self, line: bytes) -> None:
+    def _reply(self, line: bytes) -> None:
         assert self.link is not None
         if not line.strip():
             return
-        try:
-            frame = self.framing.decode(line)
-        except FrameError as exc:
-            self.bad_frames += 1
-            log.debug("%s: bad frame %r: %s", self.identity.device_id, line[:80], exc)
+        reply = parse_reply(line)
+        if reply is None:  # garbled on the way back: the frame's timer resends it
+            self.bad_replies += 1
             return
-        if frame.device_id != self.identity.device_id:
-            self.bad_frames += 1
+        if reply.seq is not None and (timer := self._timers.pop(reply.seq, None)) is not None:
+            timer.cancel()
+        if reply.kind == "ACK" and reply.seq is not None:
+            self.link.on_ack(Ack(seqs=(reply.seq,), high=reply.high))
             return
-        if frame.channel == "ack":
-            try:
-                self.link.on_ack(Ack.parse(frame.body))
-            except (TypeError, ValueError):
-                self.bad_frames += 1
-        elif frame.channel == "cmd":
-            self.link.on_command(frame.body)
+        self.naks[reply.reason or "?"] = self.naks.get(reply.reason or "?", 0) + 1
+        if reply.seq is None:
+            return  # "NAK|-|frame": it could not tell which frame; timers resend what is unanswered
+        if reply.retry:
+            self._resend([reply.seq])
         else:
-            self.link.on_downlink(frame.channel, frame.body)
+            self.link.on_ack(Ack.parse({"rejected": [{"seq": reply.seq, "reason": reply.reason or "malformed"}]}))
+
+    def _resend(self, seqs: list[int]) -> None:
+        """Ask the device to send these seqs again now (NAK crc/frame/busy, or no reply in time)."""
+        retry = getattr(self.link, "on_retry", None)
+        if retry is not None:
+            retry(seqs)
+
+    def _expect_reply(self, seq: int) -> None:
+        loop = asyncio.get_running_loop()
+        if (old := self._timers.pop(seq, None)) is not None:
+            old.cancel()
+        self._timers[seq] = loop.call_later(self.reply_timeout_s, self._no_reply, seq)
+
+    def _no_reply(self, seq: int) -> None:
+        self._timers.pop(seq, None)
+        if self.connected:
+            self._resend([seq])
 
     async def _write(self, data: bytes) -> None:
         async with self._write_lock:
@@ -152,22 +216,17 @@ class SerialTransport(Transport):
 
     async def send(self, channel: str, messages: Sequence[Mapping[str, Any]]) -> None:
         assert self.link is not None
-        body: Any = dict(messages[0]) if len(messages) == 1 else [dict(m) for m in messages]
-        try:
-            line = self.framing.encode(self.identity.device_id, channel, body)
-        except FrameError as exc:
-            if len(messages) > 1:  # too long for one line: one message per line
-                for message in messages:
-                    await self.send(channel, [message])
-                return
-            # One message longer than a line can never be carried: drop it like the platform would.
-            self.link.on_ack(Ack.parse({"rejected": [{"seq": messages[0]["seq"], "reason": "oversized",
-                                                      "detail": str(exc)}]}))  # fmt: skip
-            return
-        await self._write(line)
+        for message in messages:  # one message per frame (docs/serial.md)
+            seq = int(message["seq"])
+            frame = encode_frame(self.identity.device_id, channel, seq, encode(dict(message)))
+            if len(frame) > MAX_LINE_BYTES:  # can never be carried: drop it as the gateway would
+                self.link.on_ack(Ack.parse({"rejected": [{"seq": seq, "reason": "oversized"}]}))
+                continue
+            await self._write(frame)
+            self._expect_reply(seq)
 
     async def send_raw(self, channel: str, data: bytes) -> None:
-        await self._write(data + b"\r\n")
+        await self._write(data.replace(b"\n", b" ") + b"\r\n")
 
     async def drop_link(self, seconds: float) -> None:
         """Unplug the cable: close the port and keep it closed for `seconds`."""

@@ -1,4 +1,4 @@
-"""Wire helpers: acks, encodings, timestamps, garbage, batching, and the MF1 serial framing."""
+"""Wire helpers: acks, encodings, timestamps, garbage, batching, HMAC signatures."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from datetime import UTC, datetime
 import cbor2
 import pytest
 
-from simulators.framing import MF1, FrameError, crc16, mf1_decode, mf1_encode
 from simulators.transports.http import sign
 from simulators.wire import Ack, batches, decode, encode, encode_messages, garbage, parse_ts, rfc3339
 
@@ -73,40 +72,3 @@ def test_hmac_signature_matches_the_protocol() -> None:
     body = b'[{"type":"test_result"}]'
     expected = hmac.new(b"s3cret", b"1700000000." + body, hashlib.sha256).hexdigest()
     assert sign("s3cret", 1700000000, body) == f"sha256={expected}"
-
-
-def test_mf1_frame_round_trip_is_ascii_with_crc() -> None:
-    message = {"seq": 7, "ts": "2026-11-23T08:15:02.120Z",
-               "payload": {"type": "transaction", "product_name": "白菜", "note": "a*b\r\n"}}  # fmt: skip
-    line = mf1_encode("acme-SC0001", "event", message)
-    assert line.endswith(b"\r\n") and line.count(b"\n") == 1
-    assert line.isascii() and b"\\u767d\\u83dc" in line
-    head, _, check = line.rstrip(b"\r\n").rpartition(b"*")
-    assert head.startswith(b"MF1 acme-SC0001 event {") and int(check, 16) == crc16(head)
-    frame = mf1_decode(line)
-    assert (frame.device_id, frame.channel, frame.body) == ("acme-SC0001", "event", message)
-    assert MF1.decode(MF1.encode("d", "ack", {"seqs": [7]})).body == {"seqs": [7]}
-    assert crc16(b"123456789") == 0x29B1  # the CRC-16/CCITT-FALSE check value
-
-
-@pytest.mark.parametrize(
-    "line",
-    [
-        b"MF1 dev event {}*0000\r\n",  # wrong CRC
-        b"MF1 dev event {}\r\n",  # no CRC
-        b"XX1 dev event {}*" + b"%04X" % crc16(b"XX1 dev event {}"),  # bad magic
-        b"MF1 dev event {nope}*" + b"%04X" % crc16(b"MF1 dev event {nope}"),  # not JSON
-        b"MF1 dev*" + b"%04X" % crc16(b"MF1 dev"),  # too few fields
-        b"\xff\xfe garbage",
-    ],
-)
-def test_mf1_refuses_bad_lines(line: bytes) -> None:
-    with pytest.raises(FrameError):
-        mf1_decode(line)
-
-
-def test_mf1_refuses_spaces_and_overlong_frames() -> None:
-    with pytest.raises(FrameError):
-        mf1_encode("has space", "event", {})
-    with pytest.raises(FrameError):
-        mf1_encode("dev", "event", {"x": "y" * 5000})
