@@ -254,6 +254,15 @@ class RecipientCreate(_Strict):
         return self
 
 
+class MyNotifications(_Strict):
+    """What a person sets for themselves: where and what. Their role and markets come from their account, so
+    the settings can narrow what the role allows but never widen it."""
+
+    channels: list[RecipientChannel] = Field(min_length=1)
+    preferences: Preferences = Preferences()
+    active: bool = True
+
+
 class RecipientPublic(BaseModel):
     id: int
     name: str

@@ -36,7 +36,7 @@ from rules.replay import dry_run, envelopes_from_store, replay_devices
 from rules.reports import DataQualityReport, build_data_quality_report, write_report
 from rules.routing import Router
 from rules.scheduler import DEFAULT_SCHEDULES, JobSchedule, RulesScheduler
-from rules.schemas import KEEP_SECRET, DryRunResult, RecipientCreate, RecipientPublic
+from rules.schemas import KEEP_SECRET, DryRunResult, MyNotifications, RecipientCreate, RecipientPublic
 from rules.state import StateStore
 from rules.stream import AlertStream
 from telemetry import TelemetryStore
@@ -197,10 +197,11 @@ class RulesService:
             await self.scheduler.start()
 
     async def aclose(self) -> None:
+        await self._stop_feeds()  # also for a service that was never started
         if not self._started:
             return
         self._started = False
-        steps: list[Callable[[], Awaitable[Any]]] = [self._stop_feeds]
+        steps: list[Callable[[], Awaitable[Any]]] = []
         if self.scheduler is not None:
             steps.append(self.scheduler.aclose)
         steps += [loop.stop for loop in self._loops]
@@ -415,6 +416,26 @@ class RulesService:
         await row.save()
         await self._reload_recipients()
         return self.recipient_public(row)
+
+    async def my_notifications(self, user_id: str) -> RecipientPublic:
+        """A person's own notification settings (the recipient linked to their account)."""
+        row = await Recipient.get_or_none(user_id=user_id)
+        if row is None:
+            raise NotFound("no notification settings yet; PUT them to start receiving alerts")
+        return self.recipient_public(row)
+
+    async def set_my_notifications(self, *, user_id: str, name: str, role: str, markets: frozenset[str] | None,
+                                   data: MyNotifications) -> RecipientPublic:
+        """Create or replace a person's own settings; role and markets are the account's, not the body's."""
+        try:
+            body = RecipientCreate(name=name, role=role, user_id=user_id, markets=sorted(markets or ()),
+                                   channels=data.channels, preferences=data.preferences, active=data.active)
+        except ValidationError as err:
+            raise InvalidRequest("; ".join(describe_errors(err))) from None
+        row = await Recipient.get_or_none(user_id=user_id)
+        if row is None:
+            return await self.create_recipient(body)
+        return await self.update_recipient(row.id, body)
 
     async def delete_recipient(self, recipient_id: int) -> None:
         deleted = await Recipient.filter(id=recipient_id).delete()

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from accounts.permissions import Permission, Principal
 from api.auth import ContextDep, require
 from api.downloads import attachment
-from fleet.errors import NotFound
+from fleet.errors import InvalidRequest, NotFound
 from rules.language import Severity
 from rules.packs import RuleError
 from rules.reports import report_csv, report_html
@@ -32,6 +32,7 @@ from rules.schemas import (
     CloseTaskBody,
     CommentBody,
     DryRunResult,
+    MyNotifications,
     RecipientCreate,
     RecipientPublic,
     RemovalTaskPublic,
@@ -278,6 +279,29 @@ async def update_recipient(recipient_id: int, data: RecipientCreate, service: Ru
 async def delete_recipient(recipient_id: int, service: RulesDep, _: RulesWrite) -> Response:
     await service.delete_recipient(recipient_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# ---------------------------------------------------------------- a person's own notification settings
+
+
+def _person(who: Principal) -> str:
+    if who.user_id is None:
+        raise InvalidRequest("only a person's account has notification settings; sign in as that person")
+    return str(who.user_id)
+
+
+@router.get("/api/v1/me/notifications", response_model=RecipientPublic)
+async def my_notifications(service: RulesDep, who: AlertsRead) -> RecipientPublic:
+    """Where and what alerts reach the signed-in person."""
+    return await service.my_notifications(_person(who))
+
+
+@router.put("/api/v1/me/notifications", response_model=RecipientPublic)
+async def set_my_notifications(data: MyNotifications, service: RulesDep, who: AlertsRead) -> RecipientPublic:
+    """Set the signed-in person's channels and preferences (severities, kinds, markets, categories, quiet
+    hours), within what their role and markets allow. Anyone who may read alerts may choose how to hear them."""
+    return await service.set_my_notifications(user_id=_person(who), name=who.actor.removeprefix("user:"),
+                                              role=str(who.role), markets=who.markets, data=data)
 
 
 # ---------------------------------------------------------------- reports and scheduled checks

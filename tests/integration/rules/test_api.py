@@ -174,6 +174,38 @@ async def test_recipients_hide_their_webhook_secret(api: httpx.AsyncClient, rule
     assert (await api.delete(f"/api/v1/recipients/{rid}", headers=ADMIN)).status_code == 204
 
 
+async def test_a_person_sets_their_own_notifications_within_their_role(api: httpx.AsyncClient,
+                                                                        rules_api: RulesService):
+    await Market.get_or_create(code="M-MINE", defaults={"name": "Mine"})
+    await Market.get_or_create(code="M-OTHER", defaults={"name": "Other"})
+    person = {"username": "wangfang", "password": "correct horse battery", "role": "manager",
+              "markets": ["M-MINE"]}
+    assert (await api.post("/api/v1/users", json=person, headers=ADMIN)).status_code == 201
+    login = await api.post("/api/v1/auth/login", json={"username": "wangfang", "password": person["password"]})
+    me = {"Authorization": f"Bearer {login.json()['token']}"}
+    assert (await api.get("/api/v1/me/notifications", headers=me)).status_code == 404  # nothing set yet
+
+    wanted = {"channels": [{"type": "email", "address": "wang@market.test"}, {"type": "sse"}],
+              "preferences": {"severities": ["critical"], "kinds": ["fire_panel", "cold_locker"]}}
+    saved = await api.put("/api/v1/me/notifications", json=wanted, headers=me)
+    assert saved.status_code == 200, saved.text
+    assert (saved.json()["role"], saved.json()["markets"]) == ("manager", ["M-MINE"])  # from the account
+    view = rules_api.router.recipient(saved.json()["id"])
+    assert view is not None
+    mine = {"category": "safety", "severity": "critical", "kind": "fire_panel", "market": "M-MINE"}
+    assert view.wants(mine)
+    assert not view.wants({**mine, "market": "M-OTHER"})  # the role's markets bound it
+    assert not view.wants({**mine, "severity": "warning"})  # the person's own choice
+
+    widened = {**wanted, "preferences": {"markets": ["M-OTHER"]}}
+    refused = await api.put("/api/v1/me/notifications", json=widened, headers=me)
+    assert refused.status_code == 422 and "M-OTHER outside the recipient's markets" in refused.text
+    again = await api.put("/api/v1/me/notifications", json={**wanted, "active": False}, headers=me)
+    assert again.json()["id"] == saved.json()["id"]  # one setting per person, replaced
+    token_only = await api.put("/api/v1/me/notifications", json=wanted, headers=ADMIN)
+    assert token_only.status_code == 422 and "only a person's account" in token_only.text
+
+
 async def test_rule_packs_export_and_import_as_yaml(api: httpx.AsyncClient, rules_api: RulesService):
     exported = await api.get("/api/v1/rule-packs/export", params={"source": "builtin"}, headers=ADMIN)
     assert exported.headers["content-type"].startswith("application/yaml")
