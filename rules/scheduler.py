@@ -48,13 +48,16 @@ Dispatch = Callable[[str, datetime], Awaitable[str]]
 
 
 class JobSchedule(BaseModel):
-    """`every: 2m` or `cron: "0 8 * * *"` (crontab, in the market timezone)."""
+    """`every: 2m` or `cron: "0 8 * * *"` (crontab, in the market timezone); `enabled: false` turns it off."""
 
     every: Duration | None = None
     cron: str | None = None
+    enabled: bool = True
 
     @model_validator(mode="after")
     def _one(self) -> JobSchedule:
+        if not self.enabled and self.every is None and self.cron is None:
+            return self
         if (self.every is None) == (self.cron is None):
             raise ValueError("give exactly one of every / cron")
         if self.cron is not None:
@@ -149,7 +152,8 @@ class RulesScheduler:
         timezone: str = "Asia/Shanghai",
         misfire_grace_s: int = 3600,
     ) -> None:
-        self.schedules, self.dispatch = schedules, dispatch
+        self.schedules = {name: schedule for name, schedule in schedules.items() if schedule.enabled}
+        self.dispatch = dispatch
         self.timezone, self.misfire_grace_s = timezone, misfire_grace_s
         self._scheduler: AsyncIOScheduler | None = None
         self._executor: _DispatchExecutor | None = None

@@ -18,7 +18,7 @@ from types import TracebackType
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from fleet.envelope import Envelope
 from fleet.errors import Conflict, InvalidRequest, NotFound
@@ -54,6 +54,7 @@ class RulesSettings(BaseModel):
     load_builtin: bool = True  # add the built-in pack's rules that are missing at every start
     packs: list[Path] = []  # further pack files imported at every start (the file wins over API edits)
     scheduler: bool = True
+    # Merged over DEFAULT_SCHEDULES: naming one job changes that job only; `{enabled: false}` turns one off.
     schedules: dict[str, JobSchedule] = Field(default_factory=lambda: dict(DEFAULT_SCHEDULES))
     misfire_grace_s: int = 3600
     smtp: SmtpSettings | None = None
@@ -67,6 +68,16 @@ class RulesSettings(BaseModel):
     escalation_check_s: float = 15.0
     device_refresh_s: float = 300.0
     report_dir: Path | None = None  # {data_dir}/reports/data-quality when empty
+
+
+    @field_validator("schedules")
+    @classmethod
+    def _over_defaults(cls, value: dict[str, JobSchedule]) -> dict[str, JobSchedule]:
+        unknown = sorted(set(value) - set(DEFAULT_SCHEDULES))
+        if unknown:
+            raise ValueError(f"unknown scheduled check {', '.join(map(repr, unknown))}; known: "
+                             f"{', '.join(DEFAULT_SCHEDULES)}")
+        return {**DEFAULT_SCHEDULES, **value}
 
 
 class RulePublic(BaseModel):
