@@ -9,7 +9,8 @@ Devices authenticate with OSCORE (RFC 8613), one security context per device key
 (broker/coap_security.py); a request that is not protected with the context of the device its path names is
 refused (4.01; 4.03 for another device's path). Errors carry a diagnostic text payload (RFC 7252 §5.5.2):
 4.00 malformed body, 4.01 authentication, 4.04 unknown path or channel, 4.13 too large (with Size1), 4.15
-content format other than JSON (50) or CBOR (60), 5.03 ingest unavailable. Anything a client sends is
+content format other than JSON (50) or CBOR (60), 4.29 over the device's request rate (with Max-Age), 5.03 ingest
+unavailable. Anything a client sends is
 answered or dropped; nothing stops the server. See docs/coap.md.
 """
 
@@ -47,6 +48,7 @@ from broker.coap_security import (
     RegistrySecretSource,
 )
 from broker.ingest import IngestPipeline
+from broker.ratelimit import RateLimiter
 from broker.topics import INGEST_CHANNELS
 from broker.uplink import Ack, Uplink
 from fleet.registry import Registry
@@ -118,6 +120,8 @@ class CoapServer:
         redeliver_window_s: float = REDELIVER_WINDOW_S,
         context_recheck_s: float = 300.0,
         max_contexts: int = 100_000,
+        device_rate_per_s: float = 20.0,
+        device_burst: int = 200,
     ) -> None:
         self.host = host
         self.port = port
@@ -127,6 +131,7 @@ class CoapServer:
         self.contexts = DeviceContexts(source, self.state, recheck_s=context_recheck_s, max_contexts=max_contexts)
         self.max_payload_bytes = max_payload_bytes if max_payload_bytes is not None else pipeline.max_payload_bytes
         self.max_queued_commands = max_queued_commands
+        self.limiter = RateLimiter(device_rate_per_s, device_burst, max_keys=max_contexts)
         self.redeliver_window_s = redeliver_window_s
         self.stats = CoapStats()
         # Called with the device id on every authenticated request (presence: last seen, online).
@@ -303,8 +308,16 @@ class CoapServer:
             f"uplink larger than {self.max_payload_bytes} bytes")
         return _TooLarge(text, self.max_payload_bytes)
 
+    def _limit(self, device_id: str) -> None:
+        wait = self.limiter.take(device_id)
+        if wait > 0:
+            self.stats.refused["rate"] += 1
+            raise _TooManyRequests(f"more than {self.limiter.rate:g} requests/s; retry after the Max-Age",
+                                   RateLimiter.retry_after_s(wait))
+
     async def _commands(self, pipe: Any, request: aiocoap.Message, device_id: str) -> None:
         ctx = self._authenticate(request, device_id)
+        self._limit(device_id)
         if request.code is not codes.GET:
             raise error.MethodNotAllowed("GET (with Observe) this resource")
         cbor = request.opt.accept is not None and int(request.opt.accept) == CF_CBOR
@@ -397,6 +410,8 @@ class _DeviceTree(aiocoap.resource.PathCapable, interfaces.Resource):
                 raise error.MethodNotAllowed("POST uplinks")
             server._authenticate(request, path[0])
             block1 = request.opt.block1
+            if block1 is None or block1.block_number == 0:  # an uplink counts once, however many blocks
+                server._limit(path[0])
             if block1 is not None and block1.start + len(request.payload) > server.max_payload_bytes:
                 raise server._too_large(None)
             if request.opt.size1 is not None and request.opt.size1 > server.max_payload_bytes:
@@ -526,6 +541,19 @@ class _DeviceOscoreSite(OscoreSiteWrapper):
             pipe.add_response(protected, is_last=is_last)
             if is_last:
                 break
+
+
+class _TooManyRequests(error.ConstructionRenderableError):
+    code = codes.TOO_MANY_REQUESTS  # RFC 8516
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def to_message(self) -> aiocoap.Message:
+        message = super().to_message()
+        message.opt.max_age = self.retry_after_s  # RFC 8516: Max-Age says when to try again
+        return message
 
 
 class _TooLarge(error.RequestEntityTooLarge):

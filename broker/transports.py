@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from broker.ratelimit import RateLimiter
 from fleet.errors import MarketFleetError
 
 if TYPE_CHECKING:
@@ -29,6 +30,10 @@ if TYPE_CHECKING:
 __all__ = ["TransportUnavailable", "command_transport", "send_command", "start_transports"]
 
 log = logging.getLogger(__name__)
+
+
+HTTP_DEVICE_RATE_PER_S = 5.0
+HTTP_DEVICE_BURST = 50
 
 
 class TransportUnavailable(MarketFleetError):
@@ -43,11 +48,14 @@ async def start_transports(
     presence: PresenceTracker | None = None,
 ) -> dict[str, Any]:
     """Start CoAP (`settings.coap.enabled`) and the serial gateway (`settings.serial.ports` not empty); return
-    them as services (`"coap"`, `"serial"`). A serial port that cannot be opened yet does not stop start-up:
-    the gateway retries it every few seconds. With `presence`, every authenticated CoAP request and every
-    accepted serial frame counts as a sign of life (online, last seen; offline after 1.5 × keepalive)."""
+    them as services (`"coap"`, `"serial"`, and `"ingest_limiter"` for HTTP ingest). A serial port that cannot
+    be opened yet does not stop start-up: the gateway retries it every few seconds. With `presence`, every
+    authenticated CoAP request and every accepted serial frame counts as a sign of life (online, last seen;
+    offline after 1.5 × keepalive)."""
     seen = (lambda device_id: presence.seen(device_id, reason="uplink")) if presence is not None else None
-    services: dict[str, Any] = {}
+    # HTTP ingest (api/routes/ingest.py) finds its per-device limit here: a detector uploads results in batches,
+    # so a few requests a second is plenty; more is a device (or a script) gone wrong.
+    services: dict[str, Any] = {"ingest_limiter": RateLimiter(HTTP_DEVICE_RATE_PER_S, HTTP_DEVICE_BURST)}
     if settings.coap.enabled:
         from broker.coap import CoapServer
 
@@ -55,6 +63,7 @@ async def start_transports(
             settings.coap.host, settings.coap.port, pipeline, registry,
             state_path=Path(settings.coap.state_path or settings.data_dir / "coap-oscore.sqlite3"),
             max_queued_commands=settings.coap.max_queued_commands,
+            device_rate_per_s=settings.coap.device_rate_per_s, device_burst=settings.coap.device_burst,
         )
         try:
             await coap.start()

@@ -70,6 +70,9 @@ class CoapSettings(BaseModel):
     # OSCORE sequence numbers and replay windows (docs/coap.md); {data_dir}/coap-oscore.sqlite3 when empty
     state_path: str = ""
     max_queued_commands: int = Field(default=100, ge=1)
+    # requests per second per device (uplinks, observe registrations), and how many may be saved up: 4.29 beyond
+    device_rate_per_s: float = Field(default=20.0, gt=0)
+    device_burst: int = Field(default=200, ge=1)
 
 
 class SerialPortSettings(BaseModel):

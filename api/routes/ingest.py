@@ -103,6 +103,7 @@ def _responses(answer: dict[str, Any]) -> dict[int | str, dict[str, Any]]:
         401: {"description": "missing or bad device credentials"},
         413: {"description": "body larger than the uplink limit (64 KiB) or more than 500 messages"},
         422: {"description": "the body is not a message or an array of them"},
+        429: {"description": "too many uploads from this device; wait `Retry-After` seconds"},
         503: {"description": "some messages could not be stored now; send them again (body: the ack)",
               "content": {"application/json": {"schema": answer}}},
     }
@@ -177,6 +178,11 @@ async def _accept(request: Request, ctx: Any, device_id: str) -> tuple[Any, byte
     limit = pipeline.max_payload_bytes if pipeline is not None else DEFAULT_UPLINK_BYTES
     body = await _read_body(request, limit)
     await _authenticate(request, ctx.registry, device_id, body)
+    limiter = ctx.services.get("ingest_limiter")
+    if limiter is not None and (wait := limiter.take(device_id)) > 0:
+        after = limiter.retry_after_s(wait)
+        raise HTTPException(429, f"more than {limiter.rate:g} uploads/s from {device_id}; retry in {after} s",
+                            headers={"Retry-After": str(after)})
     broker = ctx.services.get("broker")
     if broker is not None:  # a sign of life for presence (online, last seen), as an MQTT uplink is
         broker.presence.seen(device_id, reason="uplink")

@@ -402,3 +402,37 @@ async def test_block2_image_matches_its_hash(coap: CoapServer, client: aiocoap.C
     async with asyncio.timeout(60):
         response = await client.request(aiocoap.Message(code=codes.GET, uri=f"{base(coap)}/mf/v1/fw/1")).response
     assert hashlib.sha256(response.payload).hexdigest() == resource.sha256
+
+
+# ---------------------------------------------------------------- per-device request limit
+
+
+async def test_a_device_over_its_rate_gets_4_29_with_max_age_and_others_do_not(stack: Stack) -> None:
+    server = CoapServer("127.0.0.1", 0, stack.pipeline, stack.registry, state_path=stack.data_dir / "coap-rate.db",
+                        device_rate_per_s=0.5, device_burst=3)
+    await server.start()
+    client = await aiocoap.Context.create_client_context(transports=["oscore", "udp6"])
+    noisy, quiet = stack.ids["bs"][0], stack.ids["bs"][1]
+    for device in (noisy, quiet):
+        client.client_credentials[f"{base(server)}/mf/v1/{device}/*"] = _DEVICE_CONTEXTS.setdefault(
+            (device, stack.secrets[device]), device_client_context(device, stack.secrets[device]))
+    try:
+        stored_before = await stack.store.count(noisy, "esl_base_station.telemetry")
+        codes_seen = []
+        for n in range(5):
+            response = await post(client, server, f"mf/v1/{noisy}/up/telemetry",
+                                  json.dumps(message(300 + n, labels_connected=n)).encode())
+            codes_seen.append(response.code)
+        assert codes_seen[:3] == [codes.CHANGED] * 3
+        assert codes_seen[3:] == [codes.TOO_MANY_REQUESTS] * 2
+        assert response.opt.max_age is not None and 1 <= response.opt.max_age <= 2
+        assert b"requests/s" in response.payload
+        # Refused uplinks were not stored (the device keeps them in its outbox and sends them later).
+        assert await stack.store.count(noisy, "esl_base_station.telemetry") == stored_before + 3
+        ok = await post(client, server, f"mf/v1/{quiet}/up/telemetry",
+                        json.dumps(message(300, labels_connected=1)).encode())
+        assert ok.code == codes.CHANGED
+        assert server.stats.refused["rate"] == 2
+    finally:
+        await client.shutdown()
+        await server.aclose()

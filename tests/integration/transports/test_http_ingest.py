@@ -17,6 +17,7 @@ from api import create_app
 from api.context import ApiContext
 from api.routes.ingest import RESULT_SEQ_BASE, result_seq, sign
 from broker.models import DeadLetter
+from broker.ratelimit import RateLimiter
 from tests.factories import serve_api
 from tests.integration.transports.conftest import Stack
 
@@ -208,3 +209,26 @@ async def test_api_only_server_checks_credentials_then_answers_503(stack: Stack)
         later = await client.post(url, content=body, headers=bearer(stack, device))
         assert later.status_code == 503 and later.headers["retry-after"] == "30"
         assert "ingest is not running" in later.json()["detail"]
+
+
+async def test_a_device_over_its_upload_rate_gets_429_with_retry_after(stack: Stack) -> None:
+    limiter = RateLimiter(0.2, 2)
+    ctx = ApiContext(registry=stack.registry, accounts=Accounts(), admin_token="transport-admin",
+                     services={"pipeline": stack.pipeline, "ingest_limiter": limiter})
+    noisy, quiet = stack.ids["fd"][0], stack.ids["fd"][1]
+    async with serve_api(create_app(ctx)) as client:
+        statuses = []
+        for n in range(3):
+            response = await client.post(f"/api/v1/ingest/{noisy}/results", json=[result(f"RATE-{n}")],
+                                         headers=bearer(stack, noisy))
+            statuses.append(response.status_code)
+        assert statuses == [200, 200, 429]
+        assert 1 <= int(response.headers["retry-after"]) <= 5 and "uploads/s" in response.json()["detail"]
+        other = await client.post(f"/api/v1/ingest/{quiet}/results", json=[result("RATE-Q")],
+                                  headers=bearer(stack, quiet))
+        assert other.status_code == 200
+        # Bad credentials are refused before the limit is consulted: nobody can spend a device's budget.
+        forged = await client.post(f"/api/v1/ingest/{quiet}/results", json=[result("RATE-F")],
+                                   headers={"Authorization": f"Bearer {quiet}:forged"})
+        assert forged.status_code == 401
+    assert limiter.refused == 1
