@@ -101,6 +101,9 @@ class SimulatedDevice:
         self.downlinks: list[tuple[str, Any]] = []
         self.rejections: deque[tuple[int | None, str, str]] = deque(maxlen=100)
         self.last_high: int | None = None
+        #: An ESL base station hands `relay` commands to its labels through this (set by MarketSimulation):
+        #: `relay(label_id, command) -> delivered`.
+        self.relay: Any = None
         self.running = False
         self._rng = random.Random(f"{seed}:{device_id}:device")
         self._inflight: dict[int, float] = {}  # seq → loop time of its last transmission
@@ -331,10 +334,14 @@ class SimulatedDevice:
             self.commands.append(ReceivedCommand(command_id, command, False, str(exc)[:500]))
             log.info("%s: refused command %s: %s", self.device_id, command.get("command"), exc)
             return
-        applied = model.model_dump(mode="json")
+        applied = model.model_dump(mode="json", exclude_none=True)
         self.stats.commands += 1
         self.commands.append(ReceivedCommand(command_id, applied, True))
         self.emit(self.generator.apply_command(applied, self.now()))
+        if applied.get("command") == "relay" and self.relay is not None:
+            # Over the air to the label; a label out of range (not in this simulation) never hears it.
+            delivered = self.relay(applied["label_id"], applied["payload"])
+            self.state.setdefault("relay_delivered", []).append((applied["label_id"], bool(delivered)))
         self._wake_producer.set()  # a timed command may be due sooner than the next tick
 
     def on_retry(self, seqs: Iterable[int]) -> None:

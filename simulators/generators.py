@@ -409,7 +409,10 @@ class ScaleGenerator(Generator):
 
 
 class EslGenerator(Generator):
-    """An e-paper shelf label: battery, radio, what it shows (and timed changes held on the label)."""
+    """An e-paper shelf label: battery, radio, and what it shows. Images arrive as compact frames
+    (`retail.esl_codec`, the platform's wire format) and are decoded into a `LabelScreen`, so tests can check the
+    pixels; timed changes are held on the label and switch on its own clock. A `show_image` with only a `url`
+    (no frame) is recorded by its sha256."""
 
     kind = DeviceKind.ESL
     EVENT_TYPES = ("shown", "scanned", "fault")
@@ -417,16 +420,22 @@ class EslGenerator(Generator):
     BATTERY = True
     FAULT_CODES = ("refresh_failed", "low_battery")
     FAULT_RATE = 0.0002
+    #: The panel the platform renders for when the device's model says nothing else (retail/labels.py).
+    RESOLUTION = (296, 128)
+    COLOURS = "bwr"
 
     def __init__(self, device_id: str, market: str | None = None, seed: int | str = 0) -> None:
+        from retail.esl_codec import LabelScreen
+
         super().__init__(device_id, market, seed)
+        self.screen = LabelScreen(*self.RESOLUTION, self.COLOURS)
         self.state.update(
             base_station_id=f"BS-{self.rng.randint(1, 20):02d}",
             page=0,
             image_sha256=hashlib.sha256(f"boot:{device_id}".encode()).hexdigest(),
             image_url=None,
-            resolution=self.rng.choice([(296, 128), (400, 300), (250, 122)]),
-            colours=self.rng.choice(["bw", "bwr", "bwry"]),
+            resolution=self.RESOLUTION,
+            colours=self.COLOURS,
             led=None,
         )
 
@@ -461,28 +470,50 @@ class EslGenerator(Generator):
         prefix, _, products, _ = PRODUCTS[self.rng.choice(list(PRODUCTS))]
         return {"type": "scanned", "product_code": f"{prefix}{self.rng.randrange(len(products)):03d}"}
 
+    # -- the screen ------------------------------------------------------------------------------
+    def _from_screen(self, events: list[dict[str, Any]], now: datetime) -> list[Emission]:
+        """Mirror the screen into `state` and turn its events into emissions."""
+        if self.screen.image is not None:
+            self.state.update(image_sha256=self.screen.image.sha256, page=self.screen.page, shown_at=rfc3339(now))
+            if self.state.get("scheduled_image") == self.screen.image.sha256:
+                self.state["scheduled_image"] = None
+        return [Emission("event", e) for e in events]
+
+    def next_due(self) -> datetime | None:
+        return min((t for t in (super().next_due(), self.screen.next_due()) if t is not None), default=None)
+
+    def due(self, now: datetime) -> list[Emission]:
+        return super().due(now) + self._from_screen(self.screen.tick(now), now)
+
     def _cmd_show_image(self, command: dict[str, Any], now: datetime) -> list[Emission]:
         at = command.get("at")
         when = parse_ts(at) if isinstance(at, str) else at
+        if when is not None and when > now:
+            self.state["scheduled_image"] = command["image_sha256"]
+        if command.get("frame"):
+            return self._from_screen(self.screen.apply({**command, "at": when}, now), now)
         if when is not None and when > now:  # a timed change: the label keeps it and switches on time
             self.scheduled.append((when, command))
-            self.state["scheduled_image"] = command["image_sha256"]
             return []
         return self._run_scheduled(command, now)
 
     def _run_scheduled(self, command: dict[str, Any], now: datetime) -> list[Emission]:
-        self.state.update(image_sha256=command["image_sha256"], image_url=command["url"], page=command.get("page", 0))
+        self.state.update(image_sha256=command["image_sha256"], image_url=command.get("url"),
+                          page=command.get("page", 0))  # fmt: skip
         self.state["shown_at"] = rfc3339(now)
         if self.state.get("scheduled_image") == command["image_sha256"]:
             self.state["scheduled_image"] = None
         return [Emission("event", self._event_shown(now))]
 
     def _cmd_flash_led(self, command: dict[str, Any], now: datetime) -> list[Emission]:
+        self.screen.apply(command, now)
         until = now + timedelta(seconds=command.get("seconds", 10))
         self.state["led"] = {"colour": command.get("colour", "green"), "until": rfc3339(until)}
         return []
 
     def _cmd_show_page(self, command: dict[str, Any], now: datetime) -> list[Emission]:
+        if self.screen.pages:
+            self.screen.apply(command, now)
         self.state["page"] = command["page"]
         return [Emission("event", self._event_shown(now))]
 

@@ -338,6 +338,18 @@ class MarketSimulation:
             )
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at: float | None = None
+        self._by_id = {d.device_id: d for d in self.devices}
+        for d in self.devices:
+            if d.kind == DeviceKind.ESL_BASE_STATION:
+                d.relay = self._relay_to_label
+
+    def _relay_to_label(self, label_id: str, command: Any) -> bool:
+        """A base station's radio: hand the relayed command to the simulated label with that id, if it runs."""
+        label = self._by_id.get(label_id)
+        if label is None or label.kind != DeviceKind.ESL or not label.running:
+            return False
+        label.on_command(command)
+        return True
 
     def _transport(self, kind: str, device_id: str) -> Transport:
         e = self.endpoints

@@ -249,3 +249,44 @@ async def test_a_scale_on_rs232_reaches_the_store_through_the_serial_gateway_and
         for fd in (master, slave):
             with contextlib.suppress(OSError):
                 os.close(fd)
+
+
+def red_band_frame(width: int = 296, height: int = 128, rows: int = 16) -> tuple[str, str]:
+    """A full label frame (retail.esl_codec) whose top `rows` rows are red: (base64 text, sha256 of the image)."""
+    from retail.esl_codec import LabelImage, encode, frame_to_text
+
+    stride = (width + 7) // 8
+    black = bytes(stride * height)
+    red = b"\xff" * (stride * rows) + bytes(stride * (height - rows))
+    image = LabelImage(width, height, "bwr", black + red)
+    return frame_to_text(encode(image)), image.sha256
+
+
+async def test_an_image_relayed_through_a_base_station_is_decoded_and_shown_by_the_label(
+    running: tuple[Platform, httpx.AsyncClient], tmp_path: Path
+) -> None:
+    platform, api = running
+    creds = await register_market_devices(str(api.base_url), TOKEN, {"esl_base_station": 1, "esl": 2},
+                                          market=MARKET)  # fmt: skip
+    sim = simulation(creds, platform, api, tmp_path, intervals={"esl_base_station": 3600, "esl": 3600})
+    station = device(sim, "esl_base_station")
+    label, other = [d for d in sim.devices if d.kind.value == "esl"]
+    frame, sha = red_band_frame()
+    await sim.start()
+    try:
+        await until(lambda: all(d.stats.acked >= 1 for d in sim.devices), 30, "boot")
+        relay = {"command": "relay", "label_id": label.device_id,
+                 "payload": {"command": "show_image", "image_sha256": sha, "frame": frame}}  # fmt: skip
+        await platform.services["coap"].send_command(station.device_id, relay)
+        await until(lambda: label.generator.screen.image is not None, 60, "label shows the image")  # type: ignore[attr-defined]
+        await until(lambda: label.pending == 0, 30, "shown event acknowledged")
+    finally:
+        await sim.stop(drain_s=10)
+        sim.close()
+    image = label.generator.screen.image  # type: ignore[attr-defined]
+    assert image.sha256 == sha and image.pixel(0, 0) == "red" and image.pixel(10, 100) == "white"
+    assert other.generator.screen.image is None  # type: ignore[attr-defined]  # only the addressed label
+    assert station.state["relay_delivered"] == [(label.device_id, True)]
+    assert platform.store is not None
+    shown = (await platform.store.latest([label.device_id], "esl.event"))[label.device_id]
+    assert shown.fields["image_sha256"] == sha  # the platform learns what the label really shows
