@@ -5,7 +5,6 @@ nothing lost or doubled across a broker restart, commands carried out."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import sys
@@ -20,7 +19,7 @@ from rich.console import Console
 from broker.topics import down_topic
 from fleet.kinds import DeviceKind
 from marketfleet.platform import Platform
-from simulators import DropLink, Endpoints, MarketSimulation, SimulatedDevice, register_market_devices
+from simulators import Endpoints, MarketSimulation, SimulatedDevice, register_market_devices
 from simulators.market import DEFAULT_TRANSPORTS
 from tests.factories import serve_api, start_test_platform
 
@@ -212,43 +211,6 @@ async def test_demo_market_runs_simulated_devices_of_every_kind(
         await until(lambda: all(d.stats.acked >= 1 for d in talking), 90, "every demo device stored something")
     assert platform.store is not None
     assert all([await platform.store.count(d.device_id) >= 1 for d in talking])
-
-
-async def test_a_scale_on_rs232_reaches_the_store_through_the_serial_gateway_and_survives_a_pulled_cable(
-    tmp_path: Path,
-) -> None:
-    master, slave = os.openpty()
-    scale_id = "simser-SC00001"  # "<vendor code>-<serial>": known before registration, so the port can name it
-    try:
-        async with start_test_platform(
-            tmp_path, f"sqlite://{tmp_path / 'registry.sqlite3'}",
-            serial={"ports": [{"url": os.ttyname(slave), "devices": [scale_id], "name": "counter-1"}]},
-        ) as platform, serve_api(platform.app) as api:  # fmt: skip
-            creds = await register_market_devices(str(api.base_url), TOKEN, {"scale": 1}, market=MARKET,
-                                                  vendor_code="simser", serial_prefix="")  # fmt: skip
-            assert [c["device_id"] for c in creds] == [scale_id]
-            ends = endpoints(platform, api)
-            ends.serial_ports[scale_id] = master  # the scale's end of the pty
-            sim = MarketSimulation(creds, ends, intervals={"scale": 0.05}, console=Console(quiet=True),
-                                   outbox_path=tmp_path / "outbox.sqlite3")  # fmt: skip
-            [scale] = sim.devices
-            await sim.start()
-            try:
-                await until(lambda: scale.stats.acked >= 10, 60, "scale frames acknowledged")
-                await scale.inject(DropLink(seconds=1.0))
-                made = scale.outbox.next_seq
-                await until(lambda: scale.outbox.next_seq > made + 10, 30, "readings while unplugged")
-                await until(lambda: scale.stats.link_ups >= 2, 30, "plugged in again")
-            finally:
-                await sim.stop(drain_s=30)
-                sim.close()
-            assert scale.transport.name == "serial" and scale.pending == 0
-            assert platform.store is not None
-            assert await platform.store.count(scale_id) == scale.outbox.next_seq  # each message once
-    finally:
-        for fd in (master, slave):
-            with contextlib.suppress(OSError):
-                os.close(fd)
 
 
 def red_band_frame(width: int = 296, height: int = 128, rows: int = 16) -> tuple[str, str]:
