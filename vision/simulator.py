@@ -1,9 +1,10 @@
-"""A simulated ONVIF IP camera: WS-Discovery, enough ONVIF SOAP to onboard it, a JPEG snapshot and an MJPEG
-stream of a synthetic scene (vision/scenes.py).
+"""A simulated ONVIF IP camera: WS-Discovery, enough ONVIF SOAP to onboard it, a JPEG snapshot, and the
+video of a synthetic scene (vision/scenes.py) as MJPEG over HTTP and as RTP/JPEG over RTSP (vision/rtsp.py).
 
     async with CameraSimulator(scene, serial="CAM0001", password="secret") as cam:
         cam.device_url    # http://127.0.0.1:PORT/onvif/device_service
-        cam.mjpeg_url     # what GetStreamUri answers for the MJPEG profile
+        cam.mjpeg_url     # what GetStreamUri answers (stream="rtsp": cam.rtsp_url)
+        cam.rtsp_url      # rtsp://127.0.0.1:PORT/main
         cam.discovery_port  # UDP port answering WS-Discovery Probe messages (unicast; tests never multicast)
 
 SOAP operations answered: device service GetSystemDateAndTime, GetServices, GetCapabilities,
@@ -11,7 +12,7 @@ GetDeviceInformation; media service GetProfiles, GetStreamUri, GetSnapshotUri. R
 GetSystemDateAndTime must carry a WS-Security UsernameToken (digest or text) with the camera's password,
 as real cameras ask; otherwise a `ter:NotAuthorized` fault comes back.
 
-Faults for tests: `drop_streams()` cuts every open MJPEG connection (the worker must reconnect),
+Faults for tests: `drop_streams()` cuts every open MJPEG and RTSP connection (the worker must reconnect),
 `garbage_frames = n` sends the next n stream parts as bytes that are not a JPEG, `stop_streaming()` refuses
 new stream connections until `resume_streaming()`.
 
@@ -42,6 +43,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
+from vision.rtsp import RtspServer
 from vision.scenes import Scene
 
 log = logging.getLogger(__name__)
@@ -83,12 +85,14 @@ class CameraSimulator:
     def __init__(self, scene: Scene, *, serial: str = "CAM0001", username: str = "admin",
                  password: str = "admin", fps: float = 10.0, manufacturer: str = "MarketFleet",
                  model: str = "SimCam-1", name: str | None = None, host: str = "127.0.0.1",
-                 jpeg_quality: int = 85, hold_until_streamed: bool = False) -> None:
+                 jpeg_quality: int = 85, hold_until_streamed: bool = False,
+                 stream: str = "mjpeg") -> None:
         self.scene, self.serial, self.username, self.password = scene, serial, username, password
         self.fps, self.manufacturer, self.model, self.host = fps, manufacturer, model, host
         self.name = name or f"sim-{serial}"
         self.jpeg_quality = jpeg_quality
         self.hold_until_streamed = hold_until_streamed
+        self.stream = stream  # what GetStreamUri answers: "mjpeg" (HTTP) or "rtsp" (RTP/JPEG over RTSP)
         self.endpoint = f"urn:uuid:{uuid.uuid5(uuid.NAMESPACE_OID, serial)}"
         self.port = 0
         self.discovery_port = 0
@@ -103,6 +107,7 @@ class CameraSimulator:
         self._server: uvicorn.Server | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         self._udp: asyncio.DatagramTransport | None = None
+        self._rtsp = RtspServer(self._next_jpeg, fps, host)
 
     # ------------------------------------------------------------ addresses
 
@@ -121,6 +126,10 @@ class CameraSimulator:
     @property
     def snapshot_url(self) -> str:
         return f"{self.base_url}/snapshot.jpg"
+
+    @property
+    def rtsp_url(self) -> str:
+        return f"rtsp://{self.host}:{self._rtsp.port}/main"
 
     # ------------------------------------------------------------ lifecycle
 
@@ -151,6 +160,7 @@ class CameraSimulator:
         self._udp, _ = await loop.create_datagram_endpoint(
             lambda: _DiscoveryResponder(self), local_addr=(self.host, 0))
         self.discovery_port = self._udp.get_extra_info("sockname")[1]
+        await self._rtsp.start()
         for _ in range(200):
             if self._server.started:
                 return
@@ -160,6 +170,7 @@ class CameraSimulator:
     async def aclose(self) -> None:
         if self._udp is not None:
             self._udp.close()
+        await self._rtsp.aclose()
         if self._server is not None:
             self._server.should_exit = True
         self.drop_streams()
@@ -173,6 +184,7 @@ class CameraSimulator:
 
     def drop_streams(self) -> None:
         self._generation += 1
+        self._rtsp.drop_all()
         asyncio.get_running_loop().create_task(self._notify())
 
     def stop_streaming(self) -> None:
@@ -204,11 +216,16 @@ class CameraSimulator:
         while True:
             next_at += 1 / self.fps
             await asyncio.sleep(max(0.0, next_at - loop.time()))
-            if self.hold_until_streamed and not self.stream_connections:
+            if self.hold_until_streamed and not (self.stream_connections or self._rtsp.sessions):
                 continue  # the scene starts playing when the first viewer connects
             self._render_next()
             async with self._new_frame:
                 self._new_frame.notify_all()
+
+    async def _next_jpeg(self, _index: int) -> bytes | None:
+        async with self._new_frame:
+            await self._new_frame.wait()
+        return self._latest
 
     async def _snapshot(self, _request: Request) -> Response:
         return Response(self._latest, media_type="image/jpeg")
@@ -334,7 +351,8 @@ class CameraSimulator:
         if name in ("GetStreamUri", "GetSnapshotUri"):
             if token != "main":
                 return None
-            uri = self.mjpeg_url if name == "GetStreamUri" else self.snapshot_url
+            stream = self.rtsp_url if self.stream == "rtsp" else self.mjpeg_url
+            uri = stream if name == "GetStreamUri" else self.snapshot_url
             return (
                 f"<trt:{name}Response><trt:MediaUri><tt:Uri>{uri}</tt:Uri>"
                 "<tt:InvalidAfterConnect>false</tt:InvalidAfterConnect>"

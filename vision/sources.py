@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -176,24 +178,49 @@ class FrameSource:
 
     async def _read_opencv(self) -> None:
         target = self.url.removeprefix("file://")
-        if urlparse(self.url).scheme in ("file", "") and not await asyncio.to_thread(Path(target).exists):
+        is_file = urlparse(self.url).scheme in ("file", "")
+        if is_file and not await asyncio.to_thread(Path(target).exists):
             raise StreamError(f"file {target} not found")
-        capture = await asyncio.to_thread(cv2.VideoCapture, target)
+        if urlparse(self.url).scheme.startswith("rtsp"):
+            # RTP over the RTSP TCP connection: no lost UDP packets, one port through the market's firewalls
+            os.environ.setdefault("OPENCV_FFMPEG_CAPTURE_OPTIONS", "rtsp_transport;tcp")
+        # One thread owns the VideoCapture from open to release: OpenCV objects must not be used from two
+        # threads, and a cancelled `to_thread` call would leave its thread running inside read().
+        loop = asyncio.get_running_loop()
+        stop = threading.Event()
+        done: asyncio.Future[str] = loop.create_future()
+
+        def finish(result: str) -> None:
+            if not done.done():
+                done.set_result(result)
+
+        def capture_loop() -> None:
+            capture = cv2.VideoCapture(target, cv2.CAP_FFMPEG)
+            try:
+                if not capture.isOpened():
+                    loop.call_soon_threadsafe(finish, f"OpenCV could not open {self.url}")
+                    return
+                loop.call_soon_threadsafe(self._connected)
+                fps = capture.get(cv2.CAP_PROP_FPS) or 0
+                while not stop.is_set():
+                    ok, image = capture.read()
+                    if not ok:
+                        loop.call_soon_threadsafe(finish, "end of file" if is_file else "RTSP stream stopped")
+                        return
+                    loop.call_soon_threadsafe(self.slot.put, image)
+                    if is_file and fps > 0:
+                        stop.wait(1 / fps)  # play a file at its own rate, like a camera would
+                loop.call_soon_threadsafe(finish, "stopped")
+            except RuntimeError:  # the loop closed while we were reading
+                pass
+            finally:
+                capture.release()
+
+        threading.Thread(target=capture_loop, name=f"capture {self.url}", daemon=True).start()
         try:
-            if not capture.isOpened():
-                raise StreamError(f"OpenCV could not open {self.url}")
-            self._connected()
-            fps = capture.get(cv2.CAP_PROP_FPS) or 0
-            is_file = urlparse(self.url).scheme in ("file", "")
-            while True:
-                ok, image = await asyncio.to_thread(capture.read)
-                if not ok:
-                    raise StreamError("end of file" if is_file else "RTSP stream stopped")
-                self.slot.put(image)
-                if is_file and fps > 0:
-                    await asyncio.sleep(1 / fps)  # play a file at its own rate, like a camera would
+            raise StreamError(await done)
         finally:
-            await asyncio.to_thread(capture.release)
+            stop.set()
 
 
 def _boundary(content_type: str) -> bytes:

@@ -2,7 +2,8 @@
 platform (vision tables, and MQTT through the platform's own broker, acknowledged like any device's messages).
 
 Four cameras run at once, as in a market: an entrance (exact in/out counts), a crowded hall (one peak event with
-evidence), an escalator walked the right way and one walked the wrong way."""
+evidence), an escalator walked the right way and one walked the wrong way (this one streams RTSP, the others
+MJPEG)."""
 
 from __future__ import annotations
 
@@ -62,7 +63,8 @@ async def market(registry_url_factory, tmp_path_factory, detector):
             assert counter.status_code in (200, 201), counter.text
             cameras = {}
             for serial, (scene, _) in scenes.items():
-                cameras[serial] = CameraSimulator(scene, serial=serial, password="pw", hold_until_streamed=True)
+                cameras[serial] = CameraSimulator(scene, serial=serial, password="pw", hold_until_streamed=True,
+                                                  stream="rtsp" if serial == "ESCDN01" else "mjpeg")
                 await cameras[serial].start()
             for serial, (_, analytics) in scenes.items():
                 response = await api.post("/api/v1/vision/cameras", headers=ADMIN, json={
