@@ -74,20 +74,32 @@
     });
     source.addEventListener("overflow", function () { say("missed"); });
     Object.keys(handlers).forEach(function (name) { source.addEventListener(name, handlers[name]); });
+    (window.mfLive = window.mfLive || []).push(source); // open streams, for diagnostics and tests
     return source;
   }
 
   let pending = null;
-  function refreshOnAlert() {
-    // Several alert events in a burst cause one refresh.
+  function busy(el) {
+    // Never swap a table under a person who is typing a comment or has a form open in it; try again later.
+    return el.querySelector("details[open]") || (document.activeElement && el.contains(document.activeElement) &&
+      /^(INPUT|TEXTAREA|SELECT)$/.test(document.activeElement.tagName));
+  }
+  function schedule(delay) {
+    // Several alert events in a burst cause one refresh. `window.mfRefreshPending` lets tests wait it out.
     if (pending) return;
+    window.mfRefreshPending = true;
     pending = setTimeout(function () {
       pending = null;
+      let deferred = false;
       document.querySelectorAll("[data-refresh-on-alert], #panels").forEach(function (el) {
-        if (window.htmx) window.htmx.trigger(el, "refresh");
+        if (busy(el)) deferred = true;
+        else if (window.htmx) window.htmx.trigger(el, "refresh");
       });
-    }, 250);
+      if (deferred) schedule(2000);
+      else window.mfRefreshPending = false;
+    }, delay);
   }
+  function refreshOnAlert() { schedule(250); }
 
   document.addEventListener("DOMContentLoaded", function () {
     const body = document.body;

@@ -18,13 +18,9 @@ import pytest
 
 from accounts.models import Role
 from accounts.service import UserCreate
-from broker.bus import PresenceChanged
-from fleet.envelope import Envelope
 from fleet.models import Vendor
 from fleet.schemas import DeviceCreate, MarketCreate, VendorCreate
 from marketfleet.platform import Platform
-from rules import RulesSettings
-from rules import setup as setup_rules
 from tests.factories import serve_api, start_test_platform
 
 CHROMIUM = os.environ.get("MF_CHROMIUM", "/usr/bin/chromium")
@@ -104,23 +100,14 @@ async def seed(platform: Platform, site: Site) -> None:
 @pytest.fixture(scope="module")
 async def site(registry_url_factory, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Site]:
     data_dir = tmp_path_factory.mktemp("dashboard")
-    async with start_test_platform(data_dir, registry_url_factory("sqlite")) as platform:
-        rules = setup_rules(RulesSettings(scheduler=False, alert_flush_s=0.05, state_flush_s=0.2,
-                                          device_refresh_s=1.0),
-                            data_dir=data_dir, timezone="Asia/Shanghai")
-        await rules.start()
-        bus = platform.services["bus"]
-        rules.follow(bus.subscribe(maxsize=10_000, kinds=(Envelope, PresenceChanged), name="rules"))
-        platform.services["rules"] = rules
-        try:
-            async with serve_api(platform.app) as client:
-                built = Site(url=str(client.base_url).rstrip("/"), platform=platform)
-                await seed(platform, built)
-                await rules.refresh_devices()
-                yield built
-        finally:
-            platform.services.pop("rules", None)
-            await rules.aclose()
+    # The platform runs the rules engine on its bus; short intervals so alerts show within a moment.
+    fast_rules = {"scheduler": False, "alert_flush_s": 0.05, "state_flush_s": 0.2, "device_refresh_s": 1.0}
+    async with start_test_platform(data_dir, registry_url_factory("sqlite"), rules=fast_rules) as platform:
+        async with serve_api(platform.app) as client:
+            built = Site(url=str(client.base_url).rstrip("/"), platform=platform)
+            await seed(platform, built)
+            await platform.services["rules"].refresh_devices()
+            yield built
 
 
 @pytest.fixture(scope="session")
