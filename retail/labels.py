@@ -18,10 +18,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from tortoise.transactions import in_transaction
+
 from fleet.errors import Conflict, InvalidRequest, NotFound
-from fleet.models import Device
+from fleet.models import Device, Market, Stall
 from retail.commands import Clock, CommandSender, relay_to_label
-from retail.esl_codec import LabelImage, encode, frame_to_text
+from retail.esl_codec import LabelImage, encode, frame_info, frame_to_text
 from retail.models import LabelFrame, Product, ShelfLabel
 from retail.render import PAGES, LabelContent, LabelSpec, page_name, render_page
 
@@ -43,14 +45,41 @@ class LabelStats:
     latencies_s: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=200_000))
 
 
-async def content_for(product: Product, *, promo: bool = True) -> LabelContent:
-    await product.fetch_related("market", "stall")
-    market, stall = product.market, product.stall
+class _Places:
+    """Market names, stalls and base-station markets change rarely but are read on every label update: kept
+    for `ttl_s` so an update costs no extra queries for them."""
+
+    def __init__(self, ttl_s: float = 30.0) -> None:
+        self.ttl_s = ttl_s
+        self._values: dict[tuple[str, Any], tuple[float, Any]] = {}
+
+    async def get(self, kind: str, key: Any) -> Any:
+        hit = self._values.get((kind, key))
+        if hit is not None and time.monotonic() - hit[0] < self.ttl_s:
+            return hit[1]
+        if kind == "market":
+            row = await Market.get_or_none(code=key).only("code", "name")
+            value: Any = row.name if row else ""
+        elif kind == "stall":
+            stall = await Stall.get_or_none(id=key).only("id", "number", "holder_name")
+            value = (stall.number, stall.holder_name) if stall else ("", "")
+        else:  # the market segment of a base station's topic
+            device = await Device.get_or_none(id=key).only("id", "market_id")
+            value = device.market_id if device else None  # type: ignore[attr-defined]
+        self._values[(kind, key)] = (time.monotonic(), value)
+        return value
+
+
+_PLACES = _Places()
+
+
+async def content_for(product: Product, *, promo: bool = True, places: _Places = _PLACES) -> LabelContent:
+    market = await places.get("market", product.market_id)  # type: ignore[attr-defined]
+    stall_no, holder = await places.get("stall", product.stall_id) if product.stall_id else ("", "")  # type: ignore[attr-defined]
     return LabelContent(
         name=product.name, price=product.price, unit=product.unit, code=product.code, category=product.category,
         origin=product.origin, grade=product.grade, promo_price=product.promo_price if promo else None,
-        promo_text=product.promo_text, trace_url=product.trace_url, stall_no=stall.number if stall else "",
-        holder=stall.holder_name if stall else "", market=market.name if market else "",
+        promo_text=product.promo_text, trace_url=product.trace_url, stall_no=stall_no, holder=holder, market=market,
     )
 
 
@@ -62,6 +91,7 @@ class LabelDispatcher:
         self._frames: collections.OrderedDict[str, LabelImage] = collections.OrderedDict()
         self._frame_cache = frame_cache
         self._sent_monotonic: dict[tuple[str, str], float] = {}
+        self._unsaved: dict[str, None] = {}  # confirmed images not yet in LabelFrame (ordered set)
 
     # ---------------------------------------------------------------- binding
 
@@ -132,24 +162,45 @@ class LabelDispatcher:
 
     async def send_image(self, label: ShelfLabel, image: LabelImage, *, page: int = 0,
                          at: datetime | None = None) -> str:
+        command = await self._prepare(label, image, page, at)
+        if at is None:
+            await label.save(update_fields=PENDING_FIELDS)
+        await self._relay(label, command)
+        return image.sha256
+
+    async def show_many(self, items: list[tuple[ShelfLabel, Product]], *, page: int = 0) -> int:
+        """`show` for many labels at once (a batch price change): one write for all of them."""
+        commands = []
+        for label, product in items:
+            image = self.render(label, await content_for(product), page)
+            commands.append((label, await self._prepare(label, image, page, None)))
+        if commands:
+            await save_all([label for label, _ in commands], PENDING_FIELDS)
+        for label, command in commands:
+            await self._relay(label, command)
+        return len(commands)
+
+    async def _prepare(self, label: ShelfLabel, image: LabelImage, page: int, at: datetime | None) -> dict[str, Any]:
+        """The `show_image` command for `image`: a diff against what the label confirmed on that page, unless a
+        timed change (the label's page by then is not known) or an unconfirmed update (the label may show either
+        image now) makes a full frame the safe choice."""
         await self._remember(image)
-        base = None if at is not None else await self._frame(label.shown.get(str(page)))
+        safe_to_diff = at is None and label.pending_sha256 is None
+        base = await self._frame(label.shown.get(str(page))) if safe_to_diff else None
         frame = encode(image, base)
         command = {"command": "show_image", "image_sha256": image.sha256, "frame": frame_to_text(frame), "page": page}
         if at is not None:
             command["at"] = at.isoformat()
-        if base is not None and len(frame) < 200 + len(image.planes) // 8:
-            self.stats.diff_frames += 1
         else:
-            self.stats.full_frames += 1
-        if at is None:
             label.pending_sha256 = image.sha256
             label.pending_since = self.clock()
             label.page = page
-            await label.save(update_fields=["pending_sha256", "pending_since", "page"])
-        await self._relay(label, command)
+        if frame_info(frame).diff:
+            self.stats.diff_frames += 1
+        else:
+            self.stats.full_frames += 1
         self.stats.bytes_sent += len(frame)
-        return image.sha256
+        return command
 
     async def flash(self, label_id: str, colour: str = "green", seconds: int = 10) -> None:
         label = await self.get(label_id)
@@ -172,24 +223,51 @@ class LabelDispatcher:
 
     async def confirmed(self, label_id: str, sha256: str, page: int) -> bool:
         """The label's `shown` event: it displays `sha256` on `page`. True when it confirms the pending update."""
-        label = await ShelfLabel.get_or_none(device_id=label_id)
-        if label is None:
-            return False
-        label.shown = {**label.shown, str(page): sha256}
-        label.page = page
-        label.last_ack_at = self.clock()
-        fields_ = ["shown", "page", "last_ack_at"]
-        matched = label.pending_sha256 == sha256
-        if matched:
-            label.pending_sha256 = None
-            label.pending_since = None
-            fields_ += ["pending_sha256", "pending_since"]
-            self.stats.confirmed += 1
-        started = self._sent_monotonic.pop((label_id, sha256), None)
-        if started is not None:
-            self.stats.latencies_s.append(time.monotonic() - started)
-        await label.save(update_fields=fields_)
+        return bool(await self.confirmed_many([(label_id, sha256, page)]))
+
+    async def confirmed_many(self, shown: list[tuple[str, str, int]]) -> int:
+        """Many `shown` events at once (ingest hands them over in bursts): one read and one write for all.
+        Returns how many confirmed a pending update."""
+        latest = {label_id: (sha256, page) for label_id, sha256, page in shown}  # the last word of each label
+        labels = await ShelfLabel.filter(device_id__in=list(latest))
+        now = self.clock()
+        matched = 0
+        for label in labels:
+            sha256, page = latest[label.device_id]
+            label.shown = {**label.shown, str(page): sha256}
+            label.page = page
+            label.last_ack_at = now
+            if sha256 in self._frames:
+                self._unsaved[sha256] = None
+            if label.pending_sha256 == sha256:
+                label.pending_sha256 = None
+                label.pending_since = None
+                matched += 1
+            started = self._sent_monotonic.pop((label.device_id, sha256), None)
+            if started is not None:
+                self.stats.latencies_s.append(time.monotonic() - started)
+        if labels:
+            await save_all(labels, ["shown", "page", "last_ack_at", *PENDING_FIELDS[:2]])
+        self.stats.confirmed += matched
         return matched
+
+    async def refresh_failed(self, label_id: str) -> bool:
+        """The label could not show a frame (a diff against an image it no longer has, a corrupt frame): forget
+        what it showed on that page and send the pending image again as a full frame."""
+        label = await ShelfLabel.get_or_none(device_id=label_id)
+        if label is None or label.product_id is None:  # type: ignore[attr-defined]
+            return False
+        if str(label.page) not in label.shown:
+            # A full frame failed: sending it again would fail again (wrong panel size?). The label's next state
+            # report corrects its size, and the next update goes out then.
+            log.warning("label %s could not show a full frame; waiting for its next state report", label_id)
+            return False
+        label.shown = {k: v for k, v in label.shown.items() if k != str(label.page)}
+        label.pending_sha256 = None  # so that the frame below is a full one
+        await label.save(update_fields=["shown", "pending_sha256"])
+        self.stats.resent += 1
+        await self.show(label, page=label.page)
+        return True
 
     async def roamed(self, label_id: str, base_station_id: str, rssi_dbm: int | None = None) -> bool:
         """The label is now heard by `base_station_id`; a pending update follows it there. True if it moved."""
@@ -229,8 +307,7 @@ class LabelDispatcher:
             if required:
                 raise Conflict(f"label {label.device_id} has not been heard by any base station yet")
             return  # sent when a base station reports the label (roamed)
-        station = await Device.get_or_none(id=label.base_station_id).only("id", "market_id")
-        market = station.market_id if station is not None else label.market_id  # type: ignore[attr-defined]
+        market = await _PLACES.get("station", label.base_station_id) or label.market_id
         if command["command"] == "show_image" and "at" not in command:
             self._sent_monotonic[(label.device_id, command["image_sha256"])] = time.monotonic()
         await self.sender.send(label.base_station_id, market, relay_to_label(label.device_id, command))
@@ -239,12 +316,22 @@ class LabelDispatcher:
     async def _remember(self, image: LabelImage) -> None:
         if image.sha256 in self._frames:
             self._frames.move_to_end(image.sha256)
-            return
-        self._cache(image)
-        await LabelFrame.get_or_create(
-            sha256=image.sha256,
-            defaults={"width": image.width, "height": image.height, "colours": image.colours, "planes": image.planes},
-        )
+        else:
+            self._cache(image)
+
+    async def save_frames(self) -> int:
+        """Store the images labels confirmed since the last call, in one batch: after a restart they are the
+        bases of diff frames (without them the next update of a page is a full frame, which is also fine)."""
+        todo, self._unsaved = self._unsaved, {}
+        images = [self._frames[sha] for sha in todo if sha in self._frames]
+        if not images:
+            return 0
+        known = set(await LabelFrame.filter(sha256__in=[i.sha256 for i in images]).values_list("sha256", flat=True))
+        rows = [LabelFrame(sha256=i.sha256, width=i.width, height=i.height, colours=i.colours, planes=i.planes)
+                for i in images if i.sha256 not in known]
+        if rows:
+            await LabelFrame.bulk_create(rows, batch_size=500)
+        return len(rows)
 
     async def _frame(self, sha256: str | None) -> LabelImage | None:
         if not sha256:
@@ -264,6 +351,14 @@ class LabelDispatcher:
             self._frames.popitem(last=False)
 
 
+async def save_all(rows: list[Any], fields: list[str]) -> None:
+    """Save the same fields of many rows in one transaction. (tortoise's bulk_update builds one CASE per field
+    and row in Python, which costs more than the plain UPDATEs it saves; one commit is what matters.)"""
+    async with in_transaction():
+        for row in rows:
+            await row.save(update_fields=fields)
+
+
 def _label_defaults(device: Device) -> dict[str, Any]:
     """Panel size and colours from the device's model specs (`resolution: [w, h]`, `colours`), else 296×128 bwr."""
     specs = (device.metadata or {}) | (device.labels or {})
@@ -278,3 +373,4 @@ def _label_defaults(device: Device) -> dict[str, Any]:
 
 
 PAGE_COUNT = len(PAGES)
+PENDING_FIELDS = ["pending_sha256", "pending_since", "page"]

@@ -9,6 +9,7 @@ applied on the platform when their moment comes (`apply_due`).
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -27,6 +28,7 @@ __all__ = ["PriceBook"]
 
 log = logging.getLogger(__name__)
 
+SCALES_TTL_S = 10.0
 PRODUCT_FIELDS = ("name", "category", "origin", "unit", "grade", "promo_text", "trace_url")
 
 
@@ -37,6 +39,7 @@ class PriceBook:
         self.sender = sender
         self.clock = clock
         self.schedule_lead = schedule_lead  # timed changes further ahead are sent to labels later
+        self._scales: dict[int, tuple[float, list[Device]]] = {}
 
     # ---------------------------------------------------------------- products
 
@@ -98,15 +101,51 @@ class PriceBook:
         await self._push_scales(product)
         return product
 
+    async def update_many(self, items: list[tuple[Product, dict[str, Any]]], actor: str,
+                          source: PriceSource) -> list[Product]:
+        """Many price changes at once (a market's morning price list): one table version per stall, one write
+        for the products and one for their history, then every bound label and the stalls' scales."""
+        changed: list[Product] = []
+        history: list[PriceChange] = []
+        now = self.clock()
+        for product, changes in items:
+            old_price, old_promo = product.price, product.promo_price
+            for key in (*PRODUCT_FIELDS, "price", "promo_price"):
+                if key in changes:
+                    setattr(product, key, changes[key])
+            if (product.price, product.promo_price) != (old_price, old_promo):
+                changed.append(product)
+                history.append(PriceChange(product=product, source=source, actor=actor, old_price=old_price,
+                                           new_price=product.price, old_promo_price=old_promo,
+                                           new_promo_price=product.promo_price, at=now))
+        versions: dict[int | None, int] = {}
+        for product in changed:
+            stall_id = product.stall_id  # type: ignore[attr-defined]
+            if stall_id not in versions:
+                versions[stall_id] = await self._next_version(await product.stall if stall_id else None)
+            product.plu_version = versions[stall_id]
+        for product, _ in items:
+            product.updated_at = now
+        async with in_transaction():
+            for product, _ in items:
+                await product.save(update_fields=[*PRODUCT_FIELDS, "price", "promo_price", "plu_version", "updated_at"])
+            if history:
+                await PriceChange.bulk_create(history, batch_size=500)
+        by_id = {p.id: p for p in changed}
+        labels = await ShelfLabel.filter(product_id__in=list(by_id)) if by_id else []
+        await self.labels.show_many([(label, by_id[label.product_id]) for label in labels])  # type: ignore[attr-defined]
+        pushed: set[int] = set()
+        for product in changed:
+            if product.stall_id not in pushed:  # type: ignore[attr-defined]
+                pushed.add(product.stall_id)  # type: ignore[attr-defined]
+                await self._push_scales(product)
+        return [p for p, _ in items]
+
     async def history(self, product: Product) -> list[PriceChange]:
         return await PriceChange.filter(product=product).order_by("-at", "-id")
 
     async def refresh_labels(self, product: Product) -> int:
-        count = 0
-        for label in await ShelfLabel.filter(product=product):
-            await self.labels.show(label, product, page=0)
-            count += 1
-        return count
+        return await self.labels.show_many([(label, product) for label in await ShelfLabel.filter(product=product)])
 
     # ---------------------------------------------------------------- the scale side (sync)
 
@@ -153,7 +192,7 @@ class PriceBook:
     async def _push_scales(self, product: Product, *, only: str | None = None, skip: str | None = None) -> None:
         if product.stall_id is None:  # type: ignore[attr-defined]
             return
-        scales = await Device.filter(stall_id=product.stall_id, kind="scale", status="active")  # type: ignore[attr-defined]
+        scales = await self._scales_of(product.stall_id)  # type: ignore[attr-defined]
         if not scales:
             return
         version, entries = await self.plu_table(product.stall_id, product.market_id)  # type: ignore[attr-defined]
@@ -167,6 +206,15 @@ class PriceBook:
             plu, _ = await ScalePlu.get_or_create(scale_id=scale.id)
             plu.sent_version, plu.sent_at = version, self.clock()
             await plu.save(update_fields=["sent_version", "sent_at"])
+
+    async def _scales_of(self, stall_id: int) -> list[Device]:
+        # Read on every price change; a scale placed in the stall is picked up within SCALES_TTL_S.
+        hit = self._scales.get(stall_id)
+        if hit is not None and time.monotonic() - hit[0] < SCALES_TTL_S:
+            return hit[1]
+        scales = await Device.filter(stall_id=stall_id, kind="scale", status="active")
+        self._scales[stall_id] = (time.monotonic(), scales)
+        return scales
 
     async def _next_version(self, stall: Stall | None) -> int:
         query = Product.filter(stall=stall) if stall is not None else Product.filter(stall_id=None)

@@ -22,7 +22,7 @@ from typing import Final
 import segno
 from PIL import Image, ImageDraw, ImageFont
 
-from retail.esl_codec import COLOURS, LabelImage, planes_for
+from retail.esl_codec import LabelImage, planes_for
 
 __all__ = ["PAGES", "LabelContent", "LabelSpec", "price_box", "read_price", "render_page", "render_pages"]
 
@@ -101,11 +101,25 @@ def _accent(spec: LabelSpec) -> int:
     return RED if spec.colours in ("bwr", "bwry") else BLACK
 
 
-def _text(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, size: int, fill: int, max_width: int) -> None:
-    """Draw `text`, shrinking it (down to 10 px) until it fits `max_width`."""
-    while size > 10 and draw.textlength(text, font=font(size)) > max_width:
+@functools.lru_cache(maxsize=8192)
+def _text_mask(text: str, size: int, max_width: int) -> tuple[Image.Image, int, int]:
+    """`text` as a 1-bit mask, shrunk (down to 10 px) until it fits `max_width`, and its offset from the
+    anchor. Cached: units, product names and stall numbers repeat across labels and updates, and glyph
+    rasterising is most of a page's rendering time."""
+    while size > 10 and font(size).getlength(text) > max_width:
         size -= 2
-    draw.text(xy, text, fill=fill, font=font(size))
+    x0, y0, x1, y1 = font(size).getbbox(text)
+    mask = Image.new("1", (max(1, int(x1 - x0)), max(1, int(y1 - y0))), 0)
+    ImageDraw.Draw(mask).text((-x0, -y0), text, fill=1, font=font(size))
+    return mask, int(x0), int(y0)
+
+
+def _text(draw: ImageDraw.ImageDraw, xy: tuple[int, int], text: str, size: int, fill: int, max_width: int) -> None:
+    """Draw `text` at `xy` (top left), shrinking it until it fits `max_width`."""
+    if not text:
+        return
+    mask, dx, dy = _text_mask(text, size, max_width)
+    draw.bitmap((xy[0] + dx, xy[1] + dy), mask, fill=fill)
 
 
 # Seven segments: a top, b upper right, c lower right, d bottom, e lower left, f upper left, g middle.
@@ -335,8 +349,12 @@ def render_pages(content: LabelContent, spec: LabelSpec) -> list[LabelImage]:
     return [render_page(content, name, spec) for name in PAGES]
 
 
+# bytes.translate tables (C speed; Image.point with a list would round 256 floats per call): index -> 255/0
 _PLANE_TABLES: Final = {
-    index: [255 if value == index else 0 for value in range(256)] for index in (BLACK, RED, YELLOW)
+    index: bytes(255 if value == index else 0 for value in range(256)) for index in (BLACK, RED, YELLOW)
+}
+_FOLD_TABLES: Final = {  # a colour the panel lacks becomes black
+    planes: bytes(value if value <= planes else BLACK for value in range(256)) for planes in (1, 2, 3)
 }
 
 
@@ -345,9 +363,11 @@ def to_label_image(canvas: Image.Image, spec: LabelSpec) -> LabelImage:
     if canvas.mode != "P" or canvas.size != (spec.width, spec.height):
         raise ValueError(f"expected a {spec.width}×{spec.height} palette image, got {canvas.mode} {canvas.size}")
     planes = planes_for(spec.colours)
-    names = COLOURS[spec.colours]
-    if planes < 3:
-        table = [value if value <= planes else BLACK for value in range(256)]
-        canvas = canvas.point(table)
-    data = b"".join(canvas.point(_PLANE_TABLES[index], "1").tobytes() for index in range(1, planes + 1))
-    return LabelImage(spec.width, spec.height, spec.colours if len(names) == planes + 1 else "bw", data)
+    indices = canvas.tobytes().translate(_FOLD_TABLES[planes])
+    data = b"".join(
+        Image.frombytes("L", canvas.size, indices.translate(_PLANE_TABLES[index]))
+        .convert("1", dither=Image.Dither.NONE)
+        .tobytes()
+        for index in range(1, planes + 1)
+    )
+    return LabelImage(spec.width, spec.height, spec.colours, data)

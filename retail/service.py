@@ -60,14 +60,19 @@ class RetailService:
             self._every(max(1.0, self.resend_after_s / 2), lambda: self.labels.resend_stale(self.resend_after_s)),
             name="retail-resend",
         ))
+        self._tasks.append(asyncio.create_task(self._every(5.0, self.labels.save_frames), name="retail-frames"))
 
     async def aclose(self) -> None:
+        started = bool(self._tasks)
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        if started:
+            with contextlib.suppress(Exception):  # the registry may already be gone when a start failed
+                await self.labels.save_frames()
 
     async def __aenter__(self) -> RetailService:
         return self
@@ -82,10 +87,30 @@ class RetailService:
                 "uplinks": {"handled": dict(self.uplinks.stats.handled), "ignored": dict(self.uplinks.stats.ignored),
                             "errors": self.uplinks.stats.errors}}
 
-    async def _consume(self, events: AsyncIterator[Any]) -> None:
-        async for event in events:
-            if isinstance(event, Envelope):
-                await self.uplinks.handle(event)
+    async def _consume(self, events: Any) -> None:
+        """Uplinks from the bus. Labels' `shown` events come in bursts after a batch update: whatever is waiting
+        is taken at once and the confirmations among it are written together, everything else in order."""
+        async for first in events:
+            burst = [first]
+            while len(burst) < CONSUME_BURST and hasattr(events, "get_nowait"):
+                try:
+                    burst.append(events.get_nowait())
+                except IndexError:
+                    break
+            await self.handle_many([e for e in burst if isinstance(e, Envelope)])
+
+    async def handle_many(self, envelopes: list[Envelope]) -> None:
+        shown = [e for e in envelopes if _is_shown(e)]
+        if len(shown) > 1:
+            try:
+                await self.labels.confirmed_many(
+                    [(e.device_id, e.payload["image_sha256"], int(e.payload.get("page", 0))) for e in shown]
+                )
+            except Exception:
+                log.exception("retail: %d label confirmations failed", len(shown))
+            envelopes = [e for e in envelopes if not _is_shown(e)]
+        for envelope in envelopes:
+            await self.uplinks.handle(envelope)
 
     async def _every(self, seconds: float, work: Any) -> None:
         while True:
@@ -94,6 +119,15 @@ class RetailService:
             except Exception:
                 log.exception("retail background work failed; trying again in %.1f s", seconds)
             await asyncio.sleep(seconds)
+
+
+CONSUME_BURST = 500
+
+
+def _is_shown(envelope: Envelope) -> bool:
+    payload = envelope.payload
+    return (str(envelope.kind) == "esl" and str(envelope.channel) == "event" and isinstance(payload, dict)
+            and payload.get("type") == "shown" and isinstance(payload.get("image_sha256"), str))
 
 
 def setup(sender: CommandSender, clock: Clock = utcnow, **options: Any) -> RetailService:

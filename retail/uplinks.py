@@ -101,6 +101,10 @@ class UplinkRouter:
         product = await self.service.prices.find(device.market_id, event.product_code, device.stall_id)  # type: ignore[attr-defined]
         await self.service.labels.bind(device.id, product, actor=f"scan:{device.id}")
 
+    async def _esl_event_fault(self, env: Envelope, event: Any) -> None:
+        if event.code == "refresh_failed":
+            await self.service.labels.refresh_failed(env.device_id)
+
     async def _esl_telemetry(self, env: Envelope, reading: Any) -> None:
         await self.service.labels.seen(env.device_id, battery_pct=reading.battery_pct, rssi_dbm=reading.rssi_dbm)
         if reading.base_station_id:

@@ -169,3 +169,53 @@ async def test_binding_a_device_that_is_not_a_label_is_refused(retail: Retail) -
     with pytest.raises(InvalidRequest, match="not a shelf label"):
         await retail.service.labels.bind("tv-SC00", product, actor="user:test")
     assert await PriceChange.filter(product=product).count() == 1
+
+
+async def test_a_label_that_lost_its_image_is_sent_a_full_frame(retail: Retail) -> None:
+    product = await _product(retail, "1010")
+    sim = await _label_on_station(retail, "tv-EL0008", "tv-BS00")
+    await retail.service.labels.bind("tv-EL0008", product, actor="user:test")
+    await retail.floor.deliver()
+    sim.screen.pages.clear()  # battery swapped: the label's memory is empty, the platform does not know yet
+    await retail.service.prices.update(product, {"price": Decimal("8.80")}, "user:test", PriceSource.API)
+    await retail.floor.deliver()  # the diff fails on the label, it reports refresh_failed, a full frame follows
+    assert _shown_price(sim) == Decimal("8.80")
+    frames = [base64.b64decode(c["frame"]) for _, c in _relayed(retail, "tv-EL0008") if c.get("frame")]
+    assert [frame_info(f).diff for f in frames[-2:]] == [True, False]
+
+
+async def test_a_price_list_updates_every_bound_label_and_records_each_change(retail: Retail) -> None:
+    products, sims = [], []
+    for n in range(3):
+        products.append(await _product(retail, f"11{n:02d}", price="2.00"))
+        sims.append(await _label_on_station(retail, f"tv-EL001{n + 3}", "tv-BS01"))
+        await retail.service.labels.bind(f"tv-EL001{n + 3}", products[-1], actor="user:test")
+    await retail.floor.deliver()
+    changes = [(p, {"price": Decimal(f"{3 + n}.50")}) for n, p in enumerate(products)]
+    await retail.service.prices.update_many(changes, "user:list", PriceSource.API)
+    await retail.floor.deliver()
+    assert [_shown_price(s) for s in sims] == [Decimal("3.50"), Decimal("4.50"), Decimal("5.50")]
+    for product in products:
+        assert (await retail.service.prices.history(product))[0].actor == "user:list"
+    assert await ShelfLabel.filter(device_id__in=[s.device_id for s in sims], pending_sha256__isnull=False).count() == 0
+
+
+async def test_confirmations_arriving_in_a_burst_are_all_recorded(retail: Retail) -> None:
+    from fleet.envelope import Envelope
+
+    sims = []
+    for n in range(2):
+        product = await _product(retail, f"12{n:02d}")
+        sims.append(await _label_on_station(retail, f"tv-EL001{n + 6}", "tv-BS02"))
+        sims[-1].online = False  # the platform's commands reach them, their answers come later, together
+        await retail.service.labels.bind(sims[-1].device_id, product, actor="user:test")
+    for sim in sims:
+        sim.online = True
+        _, command = _relayed(retail, sim.device_id)[-1]
+        sim.screen.apply(command, retail.clock())
+    burst = [Envelope(device_id=s.device_id, kind="esl", channel="event", ts=retail.clock(), seq=n,
+                      payload={"type": "shown", "image_sha256": s.screen.image.sha256, "page": 0})
+             for n, s in enumerate(sims)]
+    await retail.service.handle_many(burst)
+    rows = await ShelfLabel.filter(device_id__in=[s.device_id for s in sims])
+    assert [r.pending_sha256 for r in rows] == [None, None] and all(r.shown["0"] for r in rows)
