@@ -1,0 +1,115 @@
+"""Device detail: the telemetry chart from the store (downsampled, ranges), credentials rotate/revoke with the
+new secret shown once, and commands that reach the device over MQTT."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+
+import aiomqtt
+import pytest
+
+from broker import topics
+from telemetry import Reading
+from tests.e2e.conftest import sign_in
+
+pytestmark = pytest.mark.browser
+
+
+def sensors(site) -> list[str]:
+    return [d for d in site.devices["acme"] if "ENVFT01" in d]
+
+
+async def test_chart_shows_downsampled_telemetry_for_each_range(site, new_page) -> None:
+    device = sensors(site)[0]
+    now = datetime.now(UTC)
+    # Two days of a reading every 2 minutes: 1,440 readings.
+    readings = [
+        Reading(device_id=device, measurement="env_sensor.telemetry", ts=now - timedelta(minutes=2 * i),
+                fields={"temperature_c": 20.0 + (i % 30) / 10, "humidity_pct": 70.0}, tags={"market": "FT01"})
+        for i in range(1440)
+    ]
+    await site.platform.services["store"].write(readings)
+    page = await new_page()
+    await sign_in(page, site, "mia", next_path=f"/devices/{device}")
+    await page.wait_for_selector("#chart[data-ready] canvas")
+    day_points = int(await page.get_attribute("#chart", "data-points") or 0)
+    assert 600 <= day_points <= 721  # minute buckets with a reading: one every 2 minutes over 24 h
+    await page.check("input[name=range][value='1h']")
+    await page.wait_for_function("Number(document.querySelector('#chart').dataset.points) <= 31")
+    await page.check("input[name=range][value='7d']")
+    await page.wait_for_function("Number(document.querySelector('#chart').dataset.points) >= 47")
+    assert int(await page.get_attribute("#chart", "data-points") or 0) <= 49  # hour buckets over two days
+    await page.select_option("select[name=field]", "humidity_pct")
+    await page.wait_for_selector("#chart[data-ready] canvas")
+    assert await page.locator("#chart-note").inner_text() == ""
+
+
+async def test_series_of_an_unknown_range_is_refused_with_a_reason(site, new_page) -> None:
+    page = await new_page()
+    await sign_in(page, site, "mia")
+    response = await page.goto(f"{site.url}/devices/{sensors(site)[0]}/series?field=temperature_c&range=1y")
+    assert response.status == 422
+    assert "range" in await response.text()
+
+
+async def test_rotating_shows_the_new_secret_once_and_the_old_one_stops_working(site, new_page) -> None:
+    device = sensors(site)[1]
+    old = site.secrets[device]
+    page = await new_page()
+    page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await sign_in(page, site, "mia", next_path=f"/devices/{device}")
+    await page.click("button[data-action=rotate]")
+    new = (await page.locator("[data-secret]").inner_text()).strip()
+    assert new and new != old
+    assert await page.locator("tr[data-credential][data-state=revoked]").count() == 1
+    with pytest.raises(aiomqtt.MqttError):
+        async with aiomqtt.Client("127.0.0.1", site.mqtt_port, identifier=device, username=device, password=old):
+            pass
+    async with aiomqtt.Client("127.0.0.1", site.mqtt_port, identifier=device, username=device, password=new):
+        pass
+    site.secrets[device] = new
+    await page.reload()
+    assert await page.locator("[data-secret]").count() == 0  # shown once
+
+
+async def test_revoking_leaves_no_active_secret(site, new_page) -> None:
+    device = sensors(site)[2]
+    page = await new_page()
+    page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await sign_in(page, site, "mia", next_path=f"/devices/{device}")
+    await page.click("button[data-action=revoke]")
+    await page.wait_for_selector("[data-revoked='1']")
+    assert await page.locator("tr[data-credential][data-state=active]").count() == 0
+    with pytest.raises(aiomqtt.MqttError):
+        async with aiomqtt.Client("127.0.0.1", site.mqtt_port, identifier=device, username=device,
+                                  password=site.secrets[device]):
+            pass
+
+
+async def test_a_command_reaches_the_device(site, new_page) -> None:
+    device = sensors(site)[0]
+    page = await new_page()
+    page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await sign_in(page, site, "mia", next_path=f"/devices/{device}")
+    async with aiomqtt.Client("127.0.0.1", site.mqtt_port, identifier=device, username=device,
+                              password=site.secrets[device]) as client:
+        await client.subscribe(topics.device_down_filter("FT01", device), qos=1)
+        await page.click("button[data-command=reboot]")
+        await page.wait_for_selector("[data-command-result=ok]")
+        async with asyncio.timeout(10):
+            async for message in client.messages:
+                if str(message.topic).endswith("/down/cmd"):
+                    command = json.loads(message.payload)
+                    break
+    assert command["command"] == "reboot" and command["id"]
+
+
+async def test_manager_sees_the_device_but_cannot_command_it_or_touch_credentials(site, new_page) -> None:
+    page = await new_page()
+    await sign_in(page, site, "manny", next_path=f"/devices/{sensors(site)[0]}")
+    assert await page.locator("button[data-command]").count() == 0
+    assert await page.locator("button[data-action=rotate]").count() == 0
+    response = await page.request.post(f"{site.url}/devices/{sensors(site)[0]}/credentials/rotate")
+    assert response.status == 403
