@@ -101,6 +101,8 @@ async def start_platform(settings: Settings, *, ingest: bool = True) -> Platform
             settings.rules, data_dir=settings.data_dir, timezone=settings.market_timezone, telemetry=store,
             publish=publish_alert if ingest else None,
         )
+        if not ingest:  # the engine runs where ingest does: announce its alerts from the registry here
+            rules_service.mirror_alerts()
         await rules_service.start()
         stack.push_async_callback(rules_service.aclose)
         services["rules"] = rules_service

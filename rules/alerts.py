@@ -79,6 +79,7 @@ class AlertBook:
         self._lock = asyncio.Lock()
         self._writer = Repeating(self.apply_pending, flush_interval, "rules-alert-writer")
         engine.on_transition = self._writer.wake
+        self.announce = True  # False where an AlertMirror announces changes from the registry instead
 
     # ------------------------------------------------------------ the writer
 
@@ -114,7 +115,7 @@ class AlertBook:
             log.exception("recording %d alert changes failed", len(chunk))
         finally:
             _ANNOUNCE.reset(token)
-        for event, data, comment in announced:
+        for event, data, comment in announced if self.announce else ():
             self.stream.publish(event, data, comment=comment)
         if announced:
             self.outbox.wake()
@@ -215,10 +216,10 @@ class AlertBook:
                        comment: str = "") -> None:
         data = public(alert)
         announced = _ANNOUNCE.get()
-        if announced is None:
-            self.stream.publish(f"alert.{event}", data, comment=comment)
-        else:  # inside the writer's transaction: announced once it commits
+        if announced is not None:  # inside the writer's transaction: announced once it commits
             announced.append((f"alert.{event}", data, comment))
+        elif self.announce:
+            self.stream.publish(f"alert.{event}", data, comment=comment)
         try:
             await self.outbox.enqueue(self.router.deliveries(data, event, roles=roles, now=self._now()),
                                       wake=announced is None)

@@ -30,6 +30,7 @@ from rules.checks import load_devices, metrology_matches, sweep_presence
 from rules.delivery import Outbox, Publish, SmtpSettings
 from rules.engine import RuleEngine
 from rules.language import Metrology, Rule, describe_errors
+from rules.mirror import AlertMirror
 from rules.models import Alert, AlertStatus, Delivery, DeliveryStatus, JobRun, Recipient, RuleRecord
 from rules.packs import BUILTIN_PACK, RuleError, dump_pack, load_pack, parse_pack, parse_rule
 from rules.replay import dry_run, envelopes_from_store, replay_devices
@@ -134,6 +135,7 @@ class RulesService:
             Repeating(self.refresh_devices, settings.device_refresh_s, "rules-devices"),
         ]
         self._feeds: list[tuple[AsyncIterable[Any], asyncio.Task[None]]] = []
+        self.mirror: AlertMirror | None = None
         self._started = False
 
     # ------------------------------------------------------------ what the platform calls
@@ -163,6 +165,13 @@ class RulesService:
             if handled % FEED_YIELD_EVERY == 0:
                 # A full buffer is read without suspending: let ingest and the API run between chunks.
                 await asyncio.sleep(0)
+
+    def mirror_alerts(self, interval: float = 0.5) -> None:
+        """Announce alert changes read back from the registry, written by any process, instead of directly:
+        for a process that serves the API while the engine runs where ingest does (rules/mirror.py).
+        Call before `start()`."""
+        self.mirror = AlertMirror(self.stream, interval=interval)
+        self.alerts.announce = False
 
     def follow(self, events: AsyncIterable[Any]) -> None:
         """Consume `events` in a task the service owns; `aclose()` closes the stream (if it has `close()`)
@@ -204,6 +213,8 @@ class RulesService:
         await self.outbox.start()
         for loop in self._loops:
             loop.start()
+        if self.mirror is not None:
+            await self.mirror.start()
         if self.scheduler is not None:
             await self.scheduler.start()
 
@@ -213,6 +224,8 @@ class RulesService:
             return
         self._started = False
         steps: list[Callable[[], Awaitable[Any]]] = []
+        if self.mirror is not None:
+            steps.append(self.mirror.aclose)
         if self.scheduler is not None:
             steps.append(self.scheduler.aclose)
         steps += [loop.stop for loop in self._loops]

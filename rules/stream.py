@@ -41,6 +41,11 @@ class Subscription:
                 self._queue.get_nowait()
                 self.dropped += 1
 
+    @property
+    def pending(self) -> int:
+        """Messages waiting to be read."""
+        return self._queue.qsize()
+
     async def get(self) -> Message | None:
         """The next message; None once the stream closed (wrap in `asyncio.timeout` to bound the wait)."""
         return await self._queue.get()
