@@ -122,6 +122,8 @@ class CoapServer:
         max_contexts: int = 100_000,
         device_rate_per_s: float = 20.0,
         device_burst: int = 200,
+        lookups_per_host_per_s: float = 20.0,
+        lookup_burst: int = 200,
     ) -> None:
         self.host = host
         self.port = port
@@ -132,6 +134,7 @@ class CoapServer:
         self.max_payload_bytes = max_payload_bytes if max_payload_bytes is not None else pipeline.max_payload_bytes
         self.max_queued_commands = max_queued_commands
         self.limiter = RateLimiter(device_rate_per_s, device_burst, max_keys=max_contexts)
+        self.lookups = RateLimiter(lookups_per_host_per_s, lookup_burst, max_keys=max_contexts)
         self.redeliver_window_s = redeliver_window_s
         self.stats = CoapStats()
         # Called with the device id on every authenticated request (presence: last seen, online).
@@ -146,7 +149,7 @@ class CoapServer:
     async def start(self) -> None:
         if self._context is not None:
             return
-        wrapped = _DeviceOscoreSite(self._site, self.contexts)
+        wrapped = _DeviceOscoreSite(self._site, self.contexts, self.lookups)
         self._context = await aiocoap.Context.create_server_context(
             wrapped, bind=(self.host, self.port), transports=["udp6"], loggername="marketfleet.coap"
         )
@@ -477,9 +480,10 @@ class _DeviceOscoreSite(OscoreSiteWrapper):
     context is loaded (async, from the registry) before it is looked up, and every authentication failure
     (unknown context, failed decryption, replay) is a 4.01, as docs/protocol.md promises."""
 
-    def __init__(self, inner_site: Any, contexts: DeviceContexts) -> None:
+    def __init__(self, inner_site: Any, contexts: DeviceContexts, lookups: RateLimiter | None = None) -> None:
         super().__init__(inner_site, contexts)
         self.contexts = contexts
+        self.lookups = lookups  # registry look-ups per remote host (requests naming devices not in memory)
 
     async def render_to_pipe(self, pipe: Any) -> None:
         request = pipe.request
@@ -495,6 +499,12 @@ class _DeviceOscoreSite(OscoreSiteWrapper):
             raise error.BadOption("malformed OSCORE option") from None
         if request.code not in (codes.FETCH, codes.POST):
             raise error.MethodNotAllowed("OSCORE requests are POST or FETCH on the outside")
+        if self.lookups is not None and not self.contexts.is_cached(unprotected):
+            # A flood of made-up device ids would otherwise be a flood of registry queries.
+            wait = self.lookups.take(_remote_host(request.remote))
+            if wait > 0:
+                raise _Busy("too many requests naming unknown devices from this address; retry after the Max-Age",
+                            RateLimiter.retry_after_s(wait))
         try:
             await self.contexts.prepare(unprotected)
         except Exception:
@@ -543,6 +553,19 @@ class _DeviceOscoreSite(OscoreSiteWrapper):
                 break
 
 
+class _Busy(error.ConstructionRenderableError):
+    code = codes.SERVICE_UNAVAILABLE
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+    def to_message(self) -> aiocoap.Message:
+        message = super().to_message()
+        message.opt.max_age = self.retry_after_s  # RFC 7252 5.9.3.4: Max-Age says when to try again
+        return message
+
+
 class _TooManyRequests(error.ConstructionRenderableError):
     code = codes.TOO_MANY_REQUESTS  # RFC 8516
 
@@ -568,6 +591,14 @@ class _TooLarge(error.RequestEntityTooLarge):
 
 
 # ---------------------------------------------------------------- helpers
+
+
+def _remote_host(remote: Any) -> str:
+    """The sender's IP address (not the port: a flood may use many source ports)."""
+    sockaddr = getattr(remote, "sockaddr", None)
+    if isinstance(sockaddr, tuple) and sockaddr:
+        return str(sockaddr[0])
+    return str(getattr(remote, "hostinfo", remote))
 
 
 def _security_context(request: aiocoap.Message) -> DeviceSecurityContext | None:

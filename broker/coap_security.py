@@ -402,6 +402,22 @@ class DeviceContexts:
                 ctx.retire()
         self._unknown.pop(device_id, None)
 
+    def is_cached(self, unprotected: dict[int, Any]) -> bool:
+        """True when `prepare` would answer from memory (a fresh context, or a device recently found unknown),
+        False when it would ask the registry."""
+        kid_context = unprotected.get(oscore.COSE_KID_CONTEXT)
+        if not isinstance(kid_context, bytes) or unprotected.get(oscore.COSE_KID) != DEVICE_SENDER_ID:
+            return True  # refused without a look-up
+        try:
+            device_id = kid_context.decode()
+        except UnicodeDecodeError:
+            return True
+        now = time.monotonic()
+        ctx = self._contexts.get(device_id)
+        if ctx is not None:
+            return now - ctx.loaded_at < self.recheck_s
+        return self._unknown.get(device_id, 0.0) > now or not device_id or len(device_id) > 64
+
     def is_current(self, ctx: DeviceSecurityContext) -> bool:
         """False once the context was dropped (revoked or rotated) while a request or observation used it."""
         return self._contexts.get(ctx.device_id) is ctx

@@ -436,3 +436,32 @@ async def test_a_device_over_its_rate_gets_4_29_with_max_age_and_others_do_not(s
     finally:
         await client.shutdown()
         await server.aclose()
+
+
+async def test_a_flood_of_made_up_devices_is_throttled_per_address_and_known_devices_go_on(stack: Stack) -> None:
+    server = CoapServer("127.0.0.1", 0, stack.pipeline, stack.registry,
+                        state_path=stack.data_dir / "coap-flood.db", lookups_per_host_per_s=0.5, lookup_burst=20)
+    await server.start()
+    client = await aiocoap.Context.create_client_context(transports=["oscore", "udp6"])
+    device = stack.ids["bs"][2]
+    as_device(client, server, device, stack.secrets[device])
+    try:
+        first = await post(client, server, f"mf/v1/{device}/up/telemetry",
+                           json.dumps(message(400, labels_connected=1)).encode())
+        assert first.code == codes.CHANGED  # its context is now in memory
+        body = json.dumps(message(1, labels_connected=1)).encode()
+        flood = [protected_datagram(f"acme-FAKE{n}", device_client_context(f"acme-FAKE{n}", "x" * 43),
+                                    "telemetry", body)[0] for n in range(40)]
+        answers = await raw_exchange(server.port, flood, wait=5.0)
+        refused = [a for a in answers if a.code == codes.UNAUTHORIZED]
+        throttled = [a for a in answers if a.code == codes.SERVICE_UNAVAILABLE]
+        assert len(answers) == 40 and len(refused) + len(throttled) == 40
+        assert len(refused) <= 20 and len(throttled) >= 20  # at most the burst reached the registry
+        assert all(a.opt.max_age and a.opt.max_age >= 1 for a in throttled)
+        # The device the platform already knows is not held up by the flood from its address.
+        again = await post(client, server, f"mf/v1/{device}/up/telemetry",
+                           json.dumps(message(401, labels_connected=2)).encode())
+        assert again.code == codes.CHANGED
+    finally:
+        await client.shutdown()
+        await server.aclose()
