@@ -14,6 +14,7 @@ from __future__ import annotations
 import collections
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -92,6 +93,9 @@ class LabelDispatcher:
         self._frame_cache = frame_cache
         self._sent_monotonic: dict[tuple[str, str], float] = {}
         self._unsaved: dict[str, None] = {}  # confirmed images not yet in LabelFrame (ordered set)
+        # Called with a label that was bound or moved to another base station (PriceBook sends it the timed
+        # frames of coming price changes).
+        self.on_moved: Callable[[ShelfLabel], Awaitable[Any]] | None = None
 
     # ---------------------------------------------------------------- binding
 
@@ -111,6 +115,8 @@ class LabelDispatcher:
         label.page = 0
         await label.save()
         await self.show(label, product)
+        if self.on_moved is not None:
+            await self.on_moved(label)
         return label
 
     async def unbind(self, label_id: str) -> ShelfLabel:
@@ -286,6 +292,8 @@ class LabelDispatcher:
         if label.pending_sha256 and label.product_id is not None:  # type: ignore[attr-defined]
             self.stats.resent += 1
             await self.show(label, page=label.page)
+        if self.on_moved is not None:
+            await self.on_moved(label)
         return True
 
     async def resend_stale(self, older_than_s: float) -> int:

@@ -8,6 +8,7 @@ applied on the platform when their moment comes (`apply_due`).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from datetime import datetime, timedelta
@@ -40,6 +41,10 @@ class PriceBook:
         self.clock = clock
         self.schedule_lead = schedule_lead  # timed changes further ahead are sent to labels later
         self._scales: dict[int, tuple[float, list[Device]]] = {}
+        # (timed change, label) pairs whose frame went out: the minutely sweep sends only what is missing. Kept in
+        # memory: after a restart each label gets its frames once more, which the label takes as a replacement.
+        self._sent_ahead: set[tuple[int, str]] = set()
+        labels.on_moved = self.timed_frames_for
 
     # ---------------------------------------------------------------- products
 
@@ -249,21 +254,40 @@ class PriceBook:
             raise Conflict(f"timed change {schedule_id} is already {item.state.value}")
         item.state = ScheduleState.CANCELLED
         await item.save(update_fields=["state"])
+        self._sent_ahead = {key for key in self._sent_ahead if key[0] != item.id}
         # Labels holding the cancelled frame get the current price again as a timed frame for the same moment,
         # which replaces the held one (esl_codec.LabelScreen keeps one frame per page and moment).
         for label in await ShelfLabel.filter(product_id=item.product.id):  # type: ignore[attr-defined]
             await self.labels.show(label, item.product, page=0, at=item.at)
         return item
 
-    async def _send_ahead(self, item: ScheduledPrice, product: Product) -> int:
+    async def _send_ahead(self, item: ScheduledPrice, product: Product, labels: list[ShelfLabel] | None = None,
+                          *, again: bool = False) -> int:
+        """Send the timed frame to the product's labels that have not had it (to `labels`, all of them again
+        with `again`: after a label roamed, the frame may have been lost on the old station's air)."""
         content = await content_for(product)
-        future = content.__class__(**{**content.__dict__, "price": item.price, "promo_price": item.promo_price,
-                                      "promo_text": item.promo_text or content.promo_text})
+        future = dataclasses.replace(content, price=item.price, promo_price=item.promo_price,
+                                     promo_text=item.promo_text or content.promo_text)
         count = 0
-        for label in await ShelfLabel.filter(product=product):
+        for label in labels if labels is not None else await ShelfLabel.filter(product=product):
+            key = (item.id, label.device_id)
+            if key in self._sent_ahead and not again:
+                continue
             image = self.labels.render(label, future, 0)
             await self.labels.send_image(label, image, page=0, at=item.at)
+            self._sent_ahead.add(key)
             count += 1
+        return count
+
+    async def timed_frames_for(self, label: ShelfLabel) -> int:
+        """A label that roamed (or was just bound) gets the timed frames of its product's coming changes."""
+        if label.product_id is None:  # type: ignore[attr-defined]
+            return 0
+        now = self.clock()
+        count = 0
+        for item in await ScheduledPrice.filter(product_id=label.product_id, state=ScheduleState.PENDING,  # type: ignore[attr-defined]
+                                                at__gt=now, at__lte=now + self.schedule_lead).order_by("at"):
+            count += await self._send_ahead(item, await label.product, [label], again=True)
         return count
 
     async def send_upcoming(self) -> int:

@@ -219,3 +219,25 @@ async def test_confirmations_arriving_in_a_burst_are_all_recorded(retail: Retail
     await retail.service.handle_many(burst)
     rows = await ShelfLabel.filter(device_id__in=[s.device_id for s in sims])
     assert [r.pending_sha256 for r in rows] == [None, None] and all(r.shown["0"] for r in rows)
+
+
+async def test_a_label_bound_or_moved_after_a_promotion_was_scheduled_still_switches_on_time(retail: Retail) -> None:
+    product = await _product(retail, "1300")
+    at = retail.clock() + timedelta(hours=1)
+    await retail.service.prices.schedule(product, at, Decimal("6.80"), Decimal("3.99"), "", "user:test")
+    sim = await _label_on_station(retail, "tv-EL0018", "tv-BS00")
+    await retail.service.labels.bind("tv-EL0018", product, actor="user:test")
+    sim.station = "tv-BS01"  # moves before anything reached it: the old station's frames are lost
+    await retail.floor.deliver()
+    assert sim.screen.pending == []
+    await retail.floor.uplink("tv-BS01", "event", {"type": "label_joined", "label_id": "tv-EL0018", "rssi_dbm": -60})
+    await retail.floor.deliver()
+    assert _shown_price(sim) == Decimal("6.80") and [p.at for p in sim.screen.pending] == [at]
+
+    swept = len(retail.floor.sent)
+    await retail.service.prices.send_upcoming()  # the minutely sweep: nothing is missing, nothing is sent
+    assert len(retail.floor.sent) == swept
+    retail.clock.now_value = at
+    sim.online = False
+    await retail.floor.tick_labels()
+    assert _shown_price(sim) == Decimal("3.99")
