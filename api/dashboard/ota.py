@@ -60,5 +60,7 @@ async def campaign_action(
         message, error, code = t(f"ota.done.{action}", id=campaign_id), False, 200
     except MarketFleetError as err:  # the firmware package's errors derive from the fleet hierarchy
         message, error, code = t("ota.failed", reason=str(err)), True, 409
-    return render(request, viewer, "ota_campaigns.html",
-                  {"campaigns": await _campaigns(service), "message": message, "error": error}, status_code=code)
+    # The whole page: the buttons inherit `hx-select="#campaigns"` from the polling container, which picks it out.
+    return render(request, viewer, "ota.html",
+                  {"running": True, "campaigns": await _campaigns(service), "message": message, "error": error},
+                  section="ota", status_code=code)
