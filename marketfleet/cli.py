@@ -18,6 +18,7 @@ from fleet.errors import MarketFleetError
 from marketfleet import db
 from marketfleet.firmware_cli import firmware_app, ota_app
 from marketfleet.settings import ConfigFileError, Settings, load_settings, masked_dump
+from telemetry import TelemetryError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="MarketFleet: the smart market's device fleet.")
 config_app = typer.Typer(no_args_is_help=True, help="Inspect settings.")
@@ -76,7 +77,7 @@ def run(coro_factory: Callable[[], Awaitable[T]]) -> T:
         return asyncio.run(_with_registry_closed(coro_factory))
     except MarketFleetError as err:
         fail(str(err))
-    except db.DatabaseUnavailable as err:
+    except (db.DatabaseUnavailable, TelemetryError) as err:
         fail(str(err))
     except KeyboardInterrupt:
         raise typer.Exit(130) from None
@@ -96,11 +97,21 @@ async def _with_registry_closed(coro_factory: Callable[[], Awaitable[T]]) -> T:
 @app.command()
 def serve(
     demo: Annotated[bool, typer.Option(help="Also seed and simulate a demo market.")] = False,
+    role: Annotated[str, typer.Option(help="all, api, ingest, scheduler or vision (docs/scale-out.md)")] = "all",
 ) -> None:
-    """Run the platform: registry, broker, CoAP, ingest and the API/dashboard."""
-    from marketfleet.serve import serve_forever
+    """Run the platform: registry, broker, CoAP, ingest and the API/dashboard (or one role of it)."""
+    from marketfleet.serve import ROLES, serve_forever
 
-    run(lambda: serve_forever(settings(), demo=demo, console=console))
+    if role == "vision":
+        from marketfleet.vision_cli import vision_run
+
+        vision_run()
+        return
+    if role not in ROLES:
+        fail(f"unknown role {role!r}; choose all, api, ingest, scheduler or vision")
+    if demo and role != "all":
+        fail("--demo runs a whole market in one process; use it with --role all")
+    run(lambda: serve_forever(settings(), demo=demo, console=console, role=role))  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------- config

@@ -74,9 +74,10 @@ def build_store(settings: Settings) -> TelemetryStore:
     return open_store("sqlite", path=settings.telemetry_sqlite_path, retention_days=t.retention_days)
 
 
-async def start_platform(settings: Settings, *, ingest: bool = True) -> Platform:
-    """Open the registry and telemetry store, start the broker/ingest side (unless `ingest=False`, for the
-    API-only role) and build the API."""
+async def start_platform(settings: Settings, *, ingest: bool = True, scheduler: bool = True) -> Platform:
+    """Open the registry and telemetry store, start the broker/ingest side (unless `ingest=False`: the api and
+    scheduler roles) and the scheduled work (unless `scheduler=False`: the api and ingest roles), build the API.
+    `marketfleet serve --role` picks these (docs/scale-out.md)."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     stack = contextlib.AsyncExitStack()
     try:
@@ -98,7 +99,8 @@ async def start_platform(settings: Settings, *, ingest: bool = True) -> Platform
             await services["broker"].publish(topic, data)
 
         rules_service = setup_rules(
-            settings.rules, data_dir=settings.data_dir, timezone=settings.market_timezone, telemetry=store,
+            settings.rules if scheduler else settings.rules.model_copy(update={"scheduler": False}),
+            data_dir=settings.data_dir, timezone=settings.market_timezone, telemetry=store,
             publish=publish_alert if ingest else None,
         )
         if not ingest:  # the engine runs where ingest does: announce its alerts from the registry here
@@ -111,7 +113,7 @@ async def start_platform(settings: Settings, *, ingest: bool = True) -> Platform
         upstream_service = setup_upstream(settings.upstream) if settings.upstream.targets else None
         if upstream_service is not None:
             upstream_service.follow(rules_service.stream.subscribe())
-            await upstream_service.start()
+            await upstream_service.start(send=scheduler)  # one sender per target: the scheduler role's
             stack.push_async_callback(upstream_service.aclose)  # closes after the broker: its last events go too
             services["upstream"] = upstream_service
 
@@ -138,6 +140,22 @@ async def start_platform(settings: Settings, *, ingest: bool = True) -> Platform
             from broker.transports import start_transports
 
             services.update(await start_transports(settings, registry, broker.pipeline, stack, broker.presence))
+
+        if not ingest and settings.broker.mode == "external" and settings.broker.admin_username:
+            # An api process registers, rotates and revokes devices too: it provisions Mosquitto itself, so a
+            # device registered through it connects at once (ingest processes reconcile at their start).
+            from broker.dynsec import DynsecProvisioner
+
+            b = settings.broker
+            provisioner = DynsecProvisioner(
+                host=b.host, port=b.port, admin_username=b.admin_username,
+                admin_password=b.admin_password.get_secret_value(), service_username=b.username or SERVICE_ACCOUNT,
+                service_password=service_password(settings, key), share_group=b.shared_group,
+            )
+            await provisioner.start()
+            stack.push_async_callback(provisioner.aclose)
+            registry.listeners.append(provisioner)
+            services["provisioner"] = provisioner
 
         # Firmware: campaigns are managed in every role; the orchestrator, its MQTT downlink and the feed of
         # ota_status events run where ingest runs (one orchestrator per fleet).
@@ -175,8 +193,9 @@ def _ota_downlink(broker: Any) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def running_platform(settings: Settings, *, ingest: bool = True) -> AsyncIterator[Platform]:
-    platform = await start_platform(settings, ingest=ingest)
+async def running_platform(settings: Settings, *, ingest: bool = True, scheduler: bool = True
+                           ) -> AsyncIterator[Platform]:
+    platform = await start_platform(settings, ingest=ingest, scheduler=scheduler)
     try:
         yield platform
     finally:

@@ -170,9 +170,11 @@ class UpstreamService:
 
     # ---------------------------------------------------------------- lifecycle and status
 
-    async def start(self) -> None:
+    async def start(self, *, send: bool = True) -> None:
+        """Record always; send only where `send` (one process per deployment: the scheduler role), so several
+        ingest processes recording into the same outbox never post a record twice."""
         self._tasks.append(asyncio.create_task(self._flusher(), name="upstream-flush"))
-        for target in self.targets.values():
+        for target in self.targets.values() if send else ():
             self._tasks.append(asyncio.create_task(self._sender(target), name=f"upstream-{target.name}"))
 
     async def aclose(self) -> None:
