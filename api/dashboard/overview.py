@@ -19,7 +19,7 @@ from fastapi.responses import Response
 
 from api.auth import ContextDep, RegistryDep
 from api.dashboard import fleet
-from api.dashboard.queries import alert_summary, presence_summary, visible_markets
+from api.dashboard.queries import alert_summary, presence_summary, updating_by_kind, visible_markets
 from api.dashboard.today import today_in_market
 from api.dashboard.viewer import Viewer, ViewerDep, forbidden_page, may_read_alerts, may_read_fleet, render
 from api.i18n import DEFAULT_TIMEZONE, zone
@@ -99,6 +99,10 @@ async def overview_page(
     )
     live_query = urlencode({"market": selected.code}) if selected else ""
     context = await panels_context(ctx, viewer, selected)
+    updating = None
+    if viewer.runs("firmware"):
+        updating = await updating_by_kind(markets=principal.markets, vendor_id=principal.vendor_id,
+                                          market=selected.code if selected else None)
     return render(
         request, viewer, "overview.html",
         {
@@ -106,6 +110,7 @@ async def overview_page(
             "markets": markets,
             "market_names": {m.code: m.name for m in markets},
             "summary": summary,
+            "updating": updating,
             "live_url": "/events/presence" + (f"?{live_query}" if live_query else ""),
             "alerts_live_url": ("/events/alerts" + (f"?{live_query}" if live_query else ""))
             if context["alerts"] is not None else "",

@@ -146,3 +146,23 @@ async def alert_summary(*, markets: Collection[str] | None, market: str | None =
     for kind, _device in pairs:
         summary.alarming_by_kind[str(kind)] = summary.alarming_by_kind.get(str(kind), 0) + 1
     return summary
+
+
+UPDATING_STATES = ("downloading", "verifying", "installing", "rebooting")
+
+
+async def updating_by_kind(
+    *, markets: Collection[str] | None, vendor_id: int | None = None, market: str | None = None
+) -> dict[str, int]:
+    """Devices with an OTA job under way (downloading … rebooting), per kind; one GROUP BY over the jobs."""
+    from firmware.models import DeviceJob
+
+    query = DeviceJob.filter(state__in=UPDATING_STATES)
+    if markets is not None:
+        query = query.filter(device__market_id__in=list(markets))
+    if vendor_id is not None:
+        query = query.filter(device__vendor_id=vendor_id)
+    if market:
+        query = query.filter(device__market_id=market)
+    rows = await query.annotate(n=Count("id")).group_by("device__kind").values("device__kind", "n")
+    return {str(row["device__kind"]): int(row["n"]) for row in rows}
