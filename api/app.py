@@ -27,6 +27,7 @@ from api.routes import (
     ingest,
     retail,
     rules,
+    telemetry,
     upstream,
     vendor,
     vision,
@@ -104,7 +105,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
 
     for module in (
         catalog, accounts, admin, vendor, compliance, ingest, broker_admin, rules, firmware, upstream, vision,
-        retail,
+        retail, telemetry,
     ):
         document_permissions(module.router)
         app.include_router(module.router)
