@@ -4,12 +4,12 @@ credentials (rotate / revoke) and commands.
 The chart reads `/devices/{id}/series`, which asks the telemetry store to downsample (`TelemetryStore.downsample`:
 mean/min/max per minute or hour) so a week of readings is a few hundred points whatever the sample rate; the
 page draws it with uPlot (served from /static/vendor) and zooms by dragging. Commands are validated against the
-kind's command schema before they are published on `mf/v1/{market}/{device}/down/cmd` (docs/protocol.md).
+kind's command schema and sent over the transport the device listens on (`broker.transports.send_command`:
+MQTT `mf/v1/{market}/{device}/down/cmd` or CoAP Observe, docs/protocol.md).
 """
 
 from __future__ import annotations
 
-import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -21,7 +21,7 @@ from pydantic import ValidationError
 from accounts.permissions import Permission, Principal
 from api.auth import ContextDep, RegistryDep
 from api.dashboard.viewer import Viewer, ViewerDep, forbidden_page, may_read_fleet, not_found_page, render
-from broker import topics
+from broker.transports import send_command
 from fleet.errors import NotFound
 from fleet.kinds import CATALOG, DeviceKind
 from fleet.models import Device, Market, Vendor
@@ -105,7 +105,7 @@ async def _page_context(viewer: Viewer, ctx: ContextDep, device: Device) -> dict
         "chart_fields": numeric_fields(telemetry.fields) if telemetry else [],
         "ranges": list(RANGES),
         "commands": commands_for(device.kind) if viewer.principal.can(Permission.FLEET_WRITE) else [],
-        "broker_running": ctx.services.get("broker") is not None,
+        "broker_running": ctx.services.get("broker") is not None or ctx.services.get("coap") is not None,
         "may_credentials": may_manage_credentials(viewer.principal),
         "live_url": f"/events/presence?market={device.market_id}" if device.market_id else "/events/presence",  # type: ignore[attr-defined]
     }
@@ -184,8 +184,7 @@ async def device_command(
     device = await visible_device(viewer, device_id, registry)
     if device is None:
         return not_found_page(request, viewer)
-    broker = ctx.services.get("broker")
-    if broker is None:
+    if ctx.services.get("broker") is None and ctx.services.get("coap") is None:
         return render(request, viewer, "not_running.html", {"feature": "broker"}, status_code=503)
     if command not in commands_for(device.kind):
         return render(request, viewer, "command_result.html",
@@ -195,13 +194,12 @@ async def device_command(
         # SZ 6.2.7: calibration only inside a window the server grants.
         payload.update(grant_id=uuid.uuid4().hex[:16],
                        valid_until=(datetime.now(UTC) + CALIBRATION_WINDOW).isoformat())
-    validated = CATALOG[device.kind].adapter("command").validate_python(payload)
-    message = {"id": str(uuid.uuid4()), **json.loads(validated.model_dump_json(exclude_none=True))}
     try:
-        await broker.publish(topics.down_topic(device.market_id, device.id, "cmd"),  # type: ignore[attr-defined]
-                             json.dumps(message).encode())
-    except ConnectionError as err:
+        # Over MQTT or CoAP, whichever the device listens on (docs/coap.md, Commands).
+        command_id, _transport = await send_command(ctx.services, device.id, device.market_id,  # type: ignore[attr-defined]
+                                                    device.kind.value, payload)
+    except (ConnectionError, LookupError) as err:
         return render(request, viewer, "command_result.html",
                       {"ok": False, "text": t("device.command_failed", reason=str(err))}, status_code=503)
     return render(request, viewer, "command_result.html",
-                  {"ok": True, "text": t("device.command_sent", command=t("command." + command), id=message["id"])})
+                  {"ok": True, "text": t("device.command_sent", command=t("command." + command), id=command_id)})
