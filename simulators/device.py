@@ -104,6 +104,8 @@ class SimulatedDevice:
         #: An ESL base station hands `relay` commands to its labels through this (set by MarketSimulation):
         #: `relay(label_id, command) -> delivered`.
         self.relay: Any = None
+        #: Carries out `down/ota` jobs when set (`simulators.ota.OtaAgent`; MarketSimulation gives every device one).
+        self.ota: Any = None
         self.running = False
         self._rng = random.Random(f"{seed}:{device_id}:device")
         self._inflight: dict[int, float] = {}  # seq → loop time of its last transmission
@@ -205,6 +207,9 @@ class SimulatedDevice:
             self._tasks = []
             for handle in self._skew_resets:
                 handle.cancel()
+            if self.ota is not None:
+                with contextlib.suppress(Exception):
+                    await self.ota.aclose()
             with contextlib.suppress(Exception):
                 await self.transport.close()
             self.running = False
@@ -352,6 +357,8 @@ class SimulatedDevice:
 
     def on_downlink(self, channel: str, body: Any) -> None:
         self.downlinks = [*self.downlinks[-99:], (channel, body)]
+        if channel == "ota" and self.ota is not None and self.running:
+            self.ota.handle(body)
 
     def on_link(self, up: bool) -> None:
         # Either way, nothing is in flight any more: after a break everything pending is replayed in order.

@@ -29,6 +29,7 @@ from rich.table import Table
 from fleet.kinds import CATALOG, DeviceKind
 from simulators.device import SimulatedDevice
 from simulators.faults import Fault, random_fault
+from simulators.ota import OtaAgent, OtaBehaviour
 from simulators.outbox import OutboxStore
 from simulators.transports import (
     CoapAuth,
@@ -299,8 +300,11 @@ class MarketSimulation:
         http_auth: HttpAuth = "bearer",
         console: Console | None = None,
         ack_timeout_s: float = 30.0,
+        ota: Mapping[str, OtaBehaviour] | None = None,
+        firmware_public_key: str | None = None,
     ) -> None:
         self.endpoints = endpoints or Endpoints()
+        self._public_key = firmware_public_key
         self.transport_of = {**DEFAULT_TRANSPORTS, **(transports or {})}
         self.intervals = {**DEFAULT_INTERVALS, **(intervals or {})}
         self.speed = speed
@@ -339,9 +343,21 @@ class MarketSimulation:
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at: float | None = None
         self._by_id = {d.device_id: d for d in self.devices}
+        behaviours = ota or {}
         for d in self.devices:
             if d.kind == DeviceKind.ESL_BASE_STATION:
                 d.relay = self._relay_to_label
+            behaviour = behaviours.get(d.kind.value) or behaviours.get("*")
+            d.ota = OtaAgent(d, self._signing_key, behaviour, client=None)
+
+    async def _signing_key(self) -> str | None:
+        """The platform's public image-signing key (devices are provisioned with it; fetched once, here)."""
+        if self._public_key is None:
+            url = f"{self.endpoints.api_url.rstrip('/')}/api/v1/firmware/signing-key"
+            response = await self._shared_http().get(url)
+            if response.status_code == 200:
+                self._public_key = str(response.json()["public_key"])
+        return self._public_key
 
     def _relay_to_label(self, label_id: str, command: Any) -> bool:
         """A base station's radio: hand the relayed command to the simulated label with that id, if it runs."""
