@@ -10,7 +10,7 @@ from fleet.errors import Conflict
 from rules import RulesService
 from rules.models import Alert, AlertEvent, AlertStatus
 from tests.integration.rules.conftest import eventually
-from tests.unit.rules.factories import env_reading, envelope
+from tests.unit.rules.factories import env_reading, envelope, food_result
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -112,3 +112,22 @@ async def test_an_acknowledged_alert_does_not_escalate(rules_service: RulesServi
     await rules_service.alerts.escalate_due({"hot-quiet": rules_service.engine.rules["hot-quiet"].rule},
                                             now=now_plus(5))
     assert (await Alert.get(id=alert.id)).severity == "warning"
+
+
+async def test_a_change_that_cannot_be_recorded_is_undone_alone(rules_service: RulesService):
+    """One write transaction holds many alert changes; one that fails half-way (here: a detector result whose
+    value is not a number, so its removal task cannot be made) leaves no half-written alert and is not
+    announced, while the change next to it is recorded and announced."""
+    await rules_service.create_rule({"id": "hot-chunk", "name": "Hot", **HOT})
+    subscription = rules_service.stream.subscribe(  # other tests' rules fire on ENV-GOOD too
+        lambda m: m["alert"]["rule_id"] in ("hot-chunk", "food-test-failed"))
+    broken = {**food_result(False, "R-BAD"), "value": "not a number"}  # past ingest's schema only in a test
+    rules_service.process(envelope("FD-BAD", "food_detector", broken, at=now_plus()))
+    rules_service.process(envelope("ENV-GOOD", "env_sensor", env_reading(35), at=now_plus()))
+    await rules_service.flush()  # both changes in one chunk
+    assert await Alert.filter(device_id="ENV-GOOD", rule_id="hot-chunk").exists()
+    assert not await Alert.filter(device_id="FD-BAD").exists()
+    assert not await AlertEvent.filter(alert__device_id="FD-BAD").exists()
+    message = await subscription.get()
+    assert message is not None and message["alert"]["device_id"] == "ENV-GOOD"
+    assert subscription.pending == 0
