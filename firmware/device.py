@@ -83,3 +83,29 @@ class ImageDownload:
         verifier.update(bytes(self.data))
         verifier.finish()
         return bytes(self.data)
+
+
+@dataclass(frozen=True)
+class RadioModel:
+    """How long an ESL base station takes to flash one label over the air, for simulators and for reading the
+    benchmark: the label link's bitrate, the share of it left after framing, acks and retries, how many labels a
+    station flashes at once, and the fixed time per label (waking on the next beacon, verifying, rebooting).
+
+    The defaults are a 2.4 GHz proprietary ESL radio (vendors quote 100 kbit/s to 1 Mbit/s) at 250 kbit/s, half
+    of it useful, four labels per station at once, 15 s fixed: a 256 KiB image then takes ~32 s per label.
+    """
+
+    bitrate_bps: float = 250_000
+    efficiency: float = 0.5
+    channels: int = 4
+    per_label_s: float = 15.0
+
+    def label_seconds(self, image_bytes: int) -> float:
+        return image_bytes * 8 / (self.bitrate_bps * self.efficiency) + self.per_label_s
+
+    def labels_per_hour(self, stations: int, image_bytes: int) -> float:
+        return stations * self.channels * 3600 / self.label_seconds(image_bytes)
+
+    def describe(self) -> str:
+        return (f"{self.bitrate_bps / 1000:g} kbit/s x {self.efficiency:g}, {self.channels} labels at once per "
+                f"station, +{self.per_label_s:g} s per label")  # fmt: skip

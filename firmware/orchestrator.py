@@ -109,6 +109,13 @@ def parse_wire_job_id(text: str) -> tuple[int, int]:
     return int(head), int(attempt)
 
 
+def _job_pk(text: str) -> int | None:
+    try:
+        return parse_wire_job_id(text)[0]
+    except JobNotFound:
+        return None
+
+
 def campaign_counts(rows: Iterable[dict[str, Any]]) -> dict[int, Counts]:
     """Counts per wave from `(wave, state, failure, n)` rows."""
     waves: dict[int, Counts] = defaultdict(Counts)
@@ -202,6 +209,14 @@ class OrchestratorService:
                 await self._advance(campaign, now)
             except Exception:
                 log.exception("firmware campaign %s could not advance", campaign.id)
+        for campaign in await Campaign.filter(state=CampaignState.PAUSED).order_by("id"):
+            # paused by a stuck wave or a person: what was in flight still reports, and may break a rule
+            if not campaign.abort_rules:
+                continue
+            reason = abort_reason([AbortRule.model_validate(r) for r in campaign.abort_rules],
+                                  sum(campaign_counts(await count_rows(campaign.id)).values(), Counts()))  # fmt: skip
+            if reason:
+                await self.stop_campaign(campaign, CampaignAction.ABORT, reason, now)
 
     async def _advance(self, campaign: Campaign, now: datetime) -> None:
         image = await self._image(campaign.image_id)  # type: ignore[attr-defined]
@@ -533,6 +548,86 @@ class OrchestratorService:
                 self.wake()
             return StatusOutcome.APPLIED
         raise JobNotFound(f"job {status.job_id} kept changing; report again")
+
+    async def on_statuses(self, items: Sequence[tuple[str, OtaStatus]]) -> list[tuple[str, OtaStatus]]:
+        """Apply many statuses with a few bulk statements: the plain forward steps (downloading … succeeded) of
+        jobs whose whole run in `items` is such steps. Returns, in order, the statuses left for `on_status`
+        one by one (failures, retries, stale or foreign reports, anything that did not apply as expected).
+
+        An ESL base station reports five steps for each of hundreds of labels; row by row, the database would
+        set the pace of a label campaign."""
+        by_job: dict[int, list[tuple[str, OtaStatus]]] = defaultdict(list)
+        slow_jobs: set[int] = set()
+        leftovers: list[tuple[str, OtaStatus]] = []
+        for device_id, status in items:
+            try:
+                job_pk, _ = parse_wire_job_id(status.job_id)
+            except JobNotFound:
+                leftovers.append((device_id, status))
+                continue
+            by_job[job_pk].append((device_id, status))
+            if status.state == JobState.FAILED:
+                slow_jobs.add(job_pk)
+        fast = [pk for pk in by_job if pk not in slow_jobs]
+        rows = {row["id"]: row for row in await DeviceJob.filter(id__in=fast).values(
+            "id", "device_id", "relay_device_id", "state", "attempts", "op", "to_version")} if fast else {}  # fmt: skip
+        now = self.clock()
+        groups: dict[tuple[Any, ...], list[int]] = defaultdict(list)
+        transitions: list[JobTransition] = []
+        for pk in fast:
+            row, reports = rows.get(pk), by_job[pk]
+            state = JobState(row["state"]) if row else None
+            steps: list[tuple[JobState, JobState, int, str]] = []
+            for device_id, status in reports:
+                reported = JobState(status.state)
+                if (row is None or device_id not in (row["device_id"], row["relay_device_id"])
+                        or parse_wire_job_id(status.job_id)[1] != row["attempts"] or state is None
+                        or (reported == JobState.SUCCEEDED and status.version and status.version != row["to_version"])
+                        or state in (JobState.CANCELLED, JobState.SUCCEEDED, JobState.FAILED)):  # fmt: skip
+                    steps = []
+                    break
+                try:
+                    new_state = device_transition(state, reported, JobOp(row["op"]))
+                except IllegalTransition:
+                    steps = []
+                    break
+                steps.append((state, new_state, status.progress, device_id))
+                state = new_state
+            if not steps:
+                slow_jobs.add(pk)
+                continue
+            first, final, progress = steps[0][0], steps[-1][1], steps[-1][2]
+            groups[(first, row["attempts"], final, progress, row["to_version"] if final == JobState.SUCCEEDED
+                    else None)].append(pk)  # fmt: skip
+            transitions += [JobTransition(job_id=pk, at=now, from_state=a, to_state=b, attempt=row["attempts"],
+                                          progress=p, actor=who) for a, b, p, who in steps]  # fmt: skip
+        applied: set[int] = set()
+        succeeded = False
+        for (first, attempts, final, progress, to_version), pks in groups.items():
+            changes: dict[str, Any] = {"state": final, "progress": progress, "updated_at": now}
+            if final == JobState.SUCCEEDED:
+                changes.update(progress=100, finished_at=now, deadline_at=None, reason="")
+            count = await DeviceJob.filter(id__in=pks, state=first, attempts=attempts).update(**changes)
+            if count != len(pks):  # some changed meanwhile (a timeout): those go the slow way
+                moved = set(
+                    await DeviceJob.filter(id__in=pks, state=final, updated_at=now).values_list("id", flat=True)
+                )
+                slow_jobs.update(set(pks) - moved)
+                pks = [pk for pk in pks if pk in moved]
+            applied.update(pks)
+            if final == JobState.SUCCEEDED and to_version:
+                succeeded = True
+                devices = [rows[pk]["device_id"] for pk in pks]
+                await Device.filter(id__in=devices).update(firmware_version=to_version)
+        if transitions:
+            await JobTransition.bulk_create([t for t in transitions if t.job_id in applied], batch_size=1000)
+        if succeeded:
+            self.wake()
+        for device_id, status in items:
+            job_pk = _job_pk(status.job_id)
+            if job_pk is not None and job_pk in slow_jobs and job_pk not in applied:
+                leftovers.append((device_id, status))
+        return leftovers
 
     async def current_announcement(self, device_id: str) -> dict[str, Any] | None:
         """The announcement of the device's open, announced job (for devices that poll over HTTP)."""

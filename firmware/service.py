@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import logging
@@ -23,6 +24,7 @@ from typing import Any
 
 from aiocoap import message
 from pydantic import ValidationError
+from tortoise.transactions import in_transaction
 
 from firmware.blobs import BlobStore, LocalBlobStore
 from firmware.campaigns import CampaignService
@@ -42,6 +44,7 @@ from fleet.registry import Registry
 __all__ = ["FirmwareService", "FirmwareSettings", "mqtt_downlink", "setup"]
 
 log = logging.getLogger(__name__)
+STATUS_BATCH = 500  # statuses applied in one transaction
 
 Publish = Callable[[str, bytes, int], Awaitable[None]]
 TopicFor = Callable[[str | None, str, str], str]
@@ -62,6 +65,13 @@ async def no_downlink(device: Device, payload: dict[str, Any]) -> None:
     raise ConnectionError("this process has no downlink; the OTA orchestrator runs where ingest runs")
 
 
+def _event(is_set: bool) -> asyncio.Event:
+    event = asyncio.Event()
+    if is_set:
+        event.set()
+    return event
+
+
 @dataclass
 class FirmwareService:
     settings: FirmwareSettings
@@ -72,28 +82,37 @@ class FirmwareService:
     orchestrator: OrchestratorService
     delivery: Delivery
     status_errors: int = 0  # statuses refused (foreign job, illegal step, malformed): the device's fault
+    statuses_applied: int = 0
     _feeds: list[asyncio.Task[None]] = field(default_factory=list)
     _subscriptions: list[Any] = field(default_factory=list)
+    _queue: collections.deque[tuple[str, Any]] = field(default_factory=collections.deque)
+    _queued: asyncio.Event = field(default_factory=asyncio.Event)
+    _idle: asyncio.Event = field(default_factory=lambda: _event(True))
+    _applier: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         await self.orchestrator.start()
+        if self._applier is None:
+            self._applier = asyncio.create_task(self._apply_queued(), name="firmware-status-applier")
 
     async def aclose(self) -> None:
         for subscription in self._subscriptions:
             with contextlib.suppress(Exception):
                 subscription.close()
-        for task in self._feeds:
+        tasks = [*self._feeds, *([self._applier] if self._applier is not None else [])]
+        for task in tasks:
             task.cancel()
-        for task in self._feeds:
+        for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._feeds.clear()
         self._subscriptions.clear()
+        self._applier = None
         await self.orchestrator.aclose()
 
     def follow(self, events: AsyncIterator[Any]) -> None:
         """Apply every `ota_status` event in `events` (envelopes from the ingest bus: `device_id`, `channel`,
-        `payload`) until it ends. Statuses are applied one at a time, in order, so a job's steps never race."""
+        `payload`) until it ends, through the same queue as `report`."""
         if hasattr(events, "close"):
             self._subscriptions.append(events)
         self._feeds.append(asyncio.create_task(self._consume(events), name="firmware-status-feed"))
@@ -102,19 +121,67 @@ class FirmwareService:
         async for envelope in events:
             payload = getattr(envelope, "payload", None)
             if (
-                str(getattr(envelope, "channel", "")) != "event"
-                or not isinstance(payload, dict)
-                or payload.get("type") != "ota_status"
+                str(getattr(envelope, "channel", "")) == "event"
+                and isinstance(payload, dict)
+                and payload.get("type") == "ota_status"
             ):
-                continue
+                self.report(envelope.device_id, payload)
+
+    def report(self, device_id: str, status: OtaStatus | dict[str, Any]) -> None:
+        """Queue one status; never waits. The queue is applied in order, so a job's steps never race."""
+        self._queue.append((device_id, status))
+        self._idle.clear()
+        self._queued.set()
+
+    async def _apply_queued(self) -> None:
+        """Apply queued statuses in batches, each batch in one transaction: an ESL base station reports for
+        hundreds of labels at once, and one commit per status would make the database the bottleneck."""
+        while True:
+            await self._queued.wait()
+            self._queued.clear()
+            while self._queue:
+                batch = [self._queue.popleft() for _ in range(min(STATUS_BATCH, len(self._queue)))]
+                try:
+                    async with in_transaction():
+                        await self._apply_batch(batch)
+                except Exception:  # the database failed mid-batch: it rolled back, so apply one by one
+                    log.warning("firmware status batch failed; applying its %s statuses one by one", len(batch))
+                    for device_id, status in batch:
+                        try:
+                            await self._apply(device_id, status)
+                        except Exception:  # the job times out and is retried; the feed goes on
+                            self.status_errors += 1
+                            log.exception("ota_status from %s could not be applied", device_id)
+            if not self._queue:
+                self._idle.set()
+
+    async def _apply_batch(self, batch: list[tuple[str, Any]]) -> None:
+        parsed: list[tuple[str, OtaStatus]] = []
+        for device_id, status in batch:
             try:
-                await self.on_status(envelope.device_id, payload)
-            except (JobNotFound, IllegalTransition, ValidationError) as err:
+                valid = status if isinstance(status, OtaStatus) else OtaStatus.model_validate(status)
+                parsed.append((device_id, valid))
+            except ValidationError as err:
                 self.status_errors += 1
-                log.warning("ota_status from %s refused: %s", envelope.device_id, err)
-            except Exception:  # a database hiccup must not end the feed; the job times out and is retried
-                self.status_errors += 1
-                log.exception("ota_status from %s could not be applied", envelope.device_id)
+                log.warning("ota_status from %s refused: %s", device_id, err)
+        leftovers = await self.orchestrator.on_statuses(parsed)
+        self.statuses_applied += len(parsed) - len(leftovers)
+        for device_id, status in leftovers:
+            await self._apply(device_id, status)
+
+    async def _apply(self, device_id: str, status: OtaStatus | dict[str, Any]) -> None:
+        try:
+            await self.orchestrator.on_status(device_id, status)
+            self.statuses_applied += 1
+        except (JobNotFound, IllegalTransition, ValidationError) as err:
+            self.status_errors += 1
+            log.warning("ota_status from %s refused: %s", device_id, err)
+
+    async def drained(self) -> None:
+        """Wait until every queued status is applied (tests, benchmarks, shutdown)."""
+        if self._queue:
+            self._idle.clear()
+        await self._idle.wait()
 
     async def __aenter__(self) -> FirmwareService:
         await self.start()

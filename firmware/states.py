@@ -128,7 +128,8 @@ _CAMPAIGN_MOVES: dict[CampaignAction, dict[CampaignState, CampaignState]] = {
         CampaignState.RUNNING: CampaignState.CANCELLED,
         CampaignState.PAUSED: CampaignState.CANCELLED,
     },
-    CampaignAction.ABORT: {CampaignState.RUNNING: CampaignState.ABORTED},
+    # A paused campaign's devices still finish and report; the abort rules keep watching them.
+    CampaignAction.ABORT: {CampaignState.RUNNING: CampaignState.ABORTED, CampaignState.PAUSED: CampaignState.ABORTED},
     CampaignAction.COMPLETE: {CampaignState.RUNNING: CampaignState.COMPLETED},
     CampaignAction.RETRY_FAILED: {
         CampaignState.RUNNING: CampaignState.RUNNING,

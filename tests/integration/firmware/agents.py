@@ -129,8 +129,16 @@ class AgentFleet:
             with contextlib.suppress(DownloadInterrupted):
                 await download.fetch_next(self.http, stop_after=image.size // 2)
             await asyncio.sleep(0.05)
+        breaks = 0
         while not download.done:
-            await download.fetch_next(self.http)
+            try:
+                await download.fetch_next(self.http)
+            except (httpx.TransportError, DownloadInterrupted):
+                # a dropped connection (a keep-alive closed under us, a loaded server): resume, as devices do
+                breaks += 1
+                if breaks > 5:
+                    raise
+                await asyncio.sleep(0.05 * breaks)
         agent.downloads += 1
         agent.bytes_fetched += download.transferred
         if agent.behaviour == "corrupt":

@@ -338,3 +338,42 @@ async def _count(campaign_id: int, state: JobState, at_least: int) -> bool:
 
 async def _announcements(agent, n: int) -> bool:  # type: ignore[no-untyped-def]
     return len(agent.announcements) >= n
+
+
+async def test_queued_statuses_apply_in_bulk_as_they_would_one_by_one(ota: Ota) -> None:
+    fleet = await ota.vendor_fleet("bulk", 4, behaviour="silent")
+    image = await fleet.upload("2.0.0")
+    campaign = await ota.campaign(name="bulk", image_id=image["id"], waves=[{"name": "all"}], abort_rules=[],
+                                  max_attempts=1)  # fmt: skip
+    ids = sorted(d for d in ota.agents.agents if d.startswith("bulk-"))
+    await until(lambda: _all_announced(ota, ids), 10, "every announcement")
+    jobs = {d: await job_of(d, campaign["id"]) for d in ids}
+    wire = {d: wire_job_id(j.id, j.attempts) for d, j in jobs.items()}
+
+    def status(device_id: str, state: str, **extra) -> None:  # type: ignore[no-untyped-def]
+        ota.service.report(device_id, {"type": "ota_status", "job_id": wire[device_id], "state": state, **extra})
+
+    ok, failing, skipping, foreign = ids
+    for state in ("downloading", "verifying", "installing", "rebooting"):
+        status(ok, state, progress=50)
+    status(ok, "succeeded", progress=100, version="2.0.0")
+    status(failing, "downloading")
+    status(failing, "failed", reason="hash_mismatch")
+    status(skipping, "downloading")
+    status(skipping, "succeeded")  # skips three steps: refused, the job stays downloading
+    ota.service.report(ok, {"type": "ota_status", "job_id": wire[foreign], "state": "downloading"})  # not ok's job
+    errors = ota.service.status_errors
+    await ota.service.drained()
+
+    states = {d: (await job_of(d, campaign["id"])).state for d in ids}
+    assert states == {ok: JobState.SUCCEEDED, failing: JobState.FAILED, skipping: JobState.DOWNLOADING,
+                      foreign: JobState.PENDING}  # fmt: skip
+    assert ota.service.status_errors == errors + 2
+    history = await JobTransition.filter(job_id=jobs[ok].id, actor=ok).values_list("to_state", flat=True)
+    assert list(history) == ["downloading", "verifying", "installing", "rebooting", "succeeded"]
+    assert (await Device.get(id=ok)).firmware_version == "2.0.0"
+    assert (await job_of(failing, campaign["id"])).failure == FailureKind.REJECTED
+
+
+async def _all_announced(ota: Ota, device_ids: list[str]) -> bool:
+    return all(ota.agents.agents[d].announcements for d in device_ids)

@@ -78,6 +78,7 @@ def test_failure_reasons_are_classified_for_abort_rules(reason: str | None, kind
 def test_campaign_moves() -> None:
     assert campaign_transition(CampaignState.RUNNING, CampaignAction.PAUSE) == CampaignState.PAUSED
     assert campaign_transition(CampaignState.PAUSED, CampaignAction.RESUME) == CampaignState.RUNNING
+    assert campaign_transition(CampaignState.PAUSED, CampaignAction.ABORT) == CampaignState.ABORTED
     assert campaign_transition(CampaignState.ABORTED, CampaignAction.RETRY_FAILED) == CampaignState.RUNNING
     with pytest.raises(IllegalTransition, match="cannot resume a completed campaign"):
         campaign_transition(CampaignState.COMPLETED, CampaignAction.RESUME)
