@@ -174,6 +174,19 @@ async def start_platform(settings: Settings, *, ingest: bool = True, scheduler: 
         stack.push_async_callback(firmware_service.aclose)
         services["firmware"] = firmware_service
 
+        # Retail (docs/retail.md): prices, shelf labels, the scale ledger. Where ingest runs it follows the bus,
+        # sends to labels and scales, and runs its sweeps (timed price changes, label re-sends, scale tables); an
+        # api process records changes, which those sweeps send (retail.transport.DeferredCommands).
+        from broker.topics import down_topic
+        from retail.service import setup as setup_retail
+        from retail.transport import DeferredCommands, PlatformCommands
+
+        retail_service = setup_retail(PlatformCommands(services, down_topic) if ingest else DeferredCommands())
+        if ingest:
+            await retail_service.start(services["bus"].subscribe(maxsize=100_000, name="retail"))
+        stack.push_async_callback(retail_service.aclose)
+        services["retail"] = retail_service
+
         ctx = ApiContext(
             registry=registry, accounts=accounts, admin_token=token,
             max_bulk_devices=settings.api.max_bulk_devices, services=services,

@@ -195,8 +195,8 @@ class PriceBook:
         return version, entries
 
     async def _push_scales(self, product: Product, *, only: str | None = None, skip: str | None = None) -> None:
-        if product.stall_id is None:  # type: ignore[attr-defined]
-            return
+        if product.stall_id is None or getattr(self.sender, "deferred", False):  # type: ignore[attr-defined]
+            return  # no downlink here: the scales stay marked behind, and `sync_scales` sends where ingest runs
         scales = await self._scales_of(product.stall_id)  # type: ignore[attr-defined]
         if not scales:
             return
@@ -301,7 +301,10 @@ class PriceBook:
 
     async def apply_due(self) -> list[ScheduledPrice]:
         """Apply every timed change whose moment has passed: price history (source schedule), scales. Labels
-        already switched on their own; the platform only records that they now show the timed image."""
+        already switched on their own clocks and confirm it with their `shown` event when they next can.
+
+        Each change is claimed with a conditional update first, so several ingest processes running this sweep
+        apply it exactly once."""
         now = self.clock()
         applied = []
         for item in await ScheduledPrice.filter(state=ScheduleState.PENDING, at__lte=now).order_by("at"):
@@ -312,12 +315,34 @@ class PriceBook:
                 product.promo_text = item.promo_text
             product.plu_version = await self._next_version(await product.stall if product.stall_id else None)  # type: ignore[attr-defined]
             async with in_transaction():
+                claimed = await ScheduledPrice.filter(id=item.id, state=ScheduleState.PENDING).update(
+                    state=ScheduleState.APPLIED, applied_at=now)
+                if not claimed:
+                    continue  # another process applied it
                 await product.save()
                 await PriceChange.create(product=product, source=PriceSource.SCHEDULE, actor=f"schedule:{item.id}",
                                          old_price=old_price, new_price=item.price, old_promo_price=old_promo,
                                          new_promo_price=item.promo_price, at=item.at)
-                item.state, item.applied_at = ScheduleState.APPLIED, now
-                await item.save(update_fields=["state", "applied_at"])
+            item.state, item.applied_at = ScheduleState.APPLIED, now
             await self._push_scales(product)
             applied.append(item)
         return applied
+
+    async def sync_scales(self) -> int:
+        """Send the PLU table to every active scale that was not sent its stall's newest version (a change made
+        in a process without downlinks, a command lost on the way). Returns how many tables went out."""
+        newest = {row["stall_id"]: row["top"] for row in await Product.filter(stall_id__not_isnull=True)
+                  .annotate(top=Max("plu_version")).group_by("stall_id").values("stall_id", "top")}
+        if not newest:
+            return 0
+        scales = await Device.filter(kind="scale", status="active", stall_id__in=list(newest))
+        sent = {p.scale_id: p.sent_version for p in await ScalePlu.filter(scale_id__in=[s.id for s in scales])}
+        count = 0
+        for scale in scales:
+            version = newest[scale.stall_id]  # type: ignore[attr-defined]
+            if sent.get(scale.id, 0) < version:
+                product = await Product.filter(stall_id=scale.stall_id).first()  # type: ignore[attr-defined]
+                if product is not None:
+                    await self._push_scales(product, only=scale.id)
+                    count += 1
+        return count

@@ -57,9 +57,10 @@ class RetailService:
         self._tasks.append(asyncio.create_task(self._every(self.tick_s, self.prices.apply_due), name="retail-due"))
         self._tasks.append(asyncio.create_task(self._every(60.0, self.prices.send_upcoming), name="retail-ahead"))
         self._tasks.append(asyncio.create_task(
-            self._every(max(1.0, self.resend_after_s / 2), lambda: self.labels.resend_stale(self.resend_after_s)),
+            self._every(max(1.0, self.resend_after_s / 4), lambda: self.labels.resend_stale(self.resend_after_s)),
             name="retail-resend",
         ))
+        self._tasks.append(asyncio.create_task(self._every(10.0, self.prices.sync_scales), name="retail-scales"))
         self._tasks.append(asyncio.create_task(self._every(5.0, self.labels.save_frames), name="retail-frames"))
 
     async def aclose(self) -> None:

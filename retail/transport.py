@@ -19,7 +19,7 @@ from typing import Any
 
 from retail.commands import CommandSender
 
-__all__ = ["CoapCommands", "MqttCommands", "NoCommands", "PlatformCommands"]
+__all__ = ["CoapCommands", "DeferredCommands", "MqttCommands", "PlatformCommands"]
 
 Publish = Callable[[str, bytes, int], Awaitable[None]]
 TopicFor = Callable[[str | None, str, str], str]
@@ -48,11 +48,16 @@ class CoapCommands:
         await self.server.send_command(device_id, json.loads(json.dumps(_body(command), default=str)))
 
 
-class NoCommands:
-    """For a process without downlinks (the API-only role): sending is the ingest process's job."""
+class DeferredCommands:
+    """For a process without downlinks (the api role of a scale-out deployment). What retail would send is
+    already recorded in the registry: a label update as the label's pending image, a price change as the
+    stall's newer PLU table version. The ingest processes' sweeps (`LabelDispatcher.resend_stale`,
+    `PriceBook.sync_scales`) send them from there, so nothing is sent here and nothing is lost."""
+
+    deferred = True  # read by PriceBook: do not mark scale tables as sent
 
     async def send(self, device_id: str, market: str | None, command: dict[str, Any]) -> None:
-        raise ConnectionError("this process has no downlink; retail commands are sent where ingest runs")
+        return None
 
 
 class PlatformCommands:

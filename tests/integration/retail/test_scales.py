@@ -174,3 +174,38 @@ async def test_overdue_and_due_soon_scales_are_listed_per_owner(retail: Retail) 
     assert "tv-SC00" in overdue and "tv-SC99" in overdue  # SC99 has no certificate at all
     assert soon == {"tv-SC01": "王记蔬菜"}
     assert "tv-SC02" not in overdue | set(soon)
+
+
+async def test_a_change_made_without_downlinks_reaches_scales_and_labels_through_the_sweeps(retail: Retail) -> None:
+    """An api process (scale-out) records the change; the ingest process's sweeps send it."""
+    from retail.service import RetailService
+    from retail.transport import DeferredCommands
+
+    product, sim = await _bound(retail, "2004", "tv-EL0013")
+    api_process = RetailService(DeferredCommands(), retail.clock)
+    await api_process.prices.update(await api_process.prices.get(product.id), {"price": Decimal("19.90")},
+                                    "user:manager", PriceSource.API)
+    assert retail.floor.queue == []  # nothing went out from the api process
+    assert await retail.service.prices.sync_scales() == 3  # the stall's three scales were behind
+    retail.clock.advance(retail.service.resend_after_s)
+    assert await retail.service.labels.resend_stale(retail.service.resend_after_s) >= 1
+    await retail.floor.deliver()
+    assert retail.floor.scales["tv-SC00"].plu["2004"] == "19.90"
+    assert read_price(sim.screen.image, price_box(SPEC)) == Decimal("19.90")
+    assert await retail.service.prices.sync_scales() == 0  # up to date: nothing more to send
+
+
+async def test_a_timed_change_is_applied_once_by_several_processes(retail: Retail) -> None:
+    from retail.models import ScheduledPrice
+    from retail.service import RetailService
+
+    product, _ = await _bound(retail, "2005", "tv-EL0014")
+    at = retail.clock() + timedelta(minutes=5)
+    item = await retail.service.prices.schedule(product, at, Decimal("10.00"), None, "", "user:test")
+    other = RetailService(retail.floor, retail.clock)
+    retail.clock.now_value = at
+    first, second = await retail.service.prices.apply_due(), await other.prices.apply_due()
+    assert [i.id for i in first + second] == [item.id]
+    assert (await ScheduledPrice.get(id=item.id)).state.value == "applied"
+    history = await retail.service.prices.history(product)
+    assert sum(1 for h in history if h.source == PriceSource.SCHEDULE) == 1
