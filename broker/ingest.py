@@ -187,6 +187,7 @@ class IngestPipeline:
         self._pending_dead: list[DeadLetter] = []  # from transports (e.g. forbidden topics), written with a batch
         self._last_cursor_flush = time.monotonic()
         self._cursor_task: asyncio.Task[None] | None = None
+        self._stop_cursors = asyncio.Event()
         self._batcher: Batcher[Uplink, Ack] = Batcher(
             self._process,
             lambda uplink, _exc: Ack(uplink.device_id, high=self._highs.get(uplink.device_id, -1)),
@@ -206,6 +207,7 @@ class IngestPipeline:
         self._started = True
         self._batcher.start()
         if self.write_db:
+            self._stop_cursors = asyncio.Event()
             self._cursor_task = asyncio.create_task(self._cursor_loop(), name="ingest-cursor-flush")
 
     async def aclose(self) -> None:
@@ -214,9 +216,10 @@ class IngestPipeline:
         self._started = False
         await self._batcher.aclose()
         if self._cursor_task is not None:
-            self._cursor_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._cursor_task
+            # Asked to stop, not cancelled: a cancel inside a SQLite bulk write would leave the shared connection
+            # in an open transaction, and the next writer (rules, the final flush below) would fail.
+            self._stop_cursors.set()
+            await self._cursor_task
             self._cursor_task = None
         await self.flush_dead_letters()
         await self.flush_cursors()
@@ -456,8 +459,11 @@ class IngestPipeline:
                 self._highs[row["device_id"]] = row["last_seq"]
 
     async def _cursor_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.cursor_flush_s)
+        while not self._stop_cursors.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop_cursors.wait(), self.cursor_flush_s)
+            if self._stop_cursors.is_set():
+                return  # aclose() does the last flush
             try:
                 await self.flush_dead_letters()
                 await self.flush_cursors()
