@@ -8,6 +8,7 @@ from simulators.device import DeviceStats, ReceivedCommand, SimulatedDevice
 from simulators.faults import Burst, DropLink, FailedTest, Fault, Garbage, OutOfRange, SkewClock
 from simulators.generators import Emission, Generator, make_generator
 from simulators.market import Endpoints, MarketSimulation, register_market_devices, simulate
+from simulators.ota import OtaAgent, OtaBehaviour
 from simulators.outbox import Outbox, OutboxEntry, OutboxStore, open_outbox
 from simulators.transports import (
     CoapAuth,
@@ -45,6 +46,8 @@ __all__ = [
     "MqttTransport",
     "NoAuth",
     "OscoreAuth",
+    "OtaAgent",
+    "OtaBehaviour",
     "OutOfRange",
     "Outbox",
     "OutboxEntry",

@@ -21,7 +21,7 @@ from fleet.kinds import DeviceKind
 from marketfleet.platform import Platform
 from simulators import Endpoints, MarketSimulation, SimulatedDevice, register_market_devices
 from simulators.market import DEFAULT_TRANSPORTS
-from tests.factories import serve_api, start_test_platform
+from tests.factories import ADMIN, serve_api, start_test_platform
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -255,3 +255,31 @@ async def test_an_image_relayed_through_a_base_station_is_decoded_and_shown_by_t
     assert platform.store is not None
     shown = (await platform.store.latest([label.device_id], "esl.event"))[label.device_id]
     assert shown.fields["image_sha256"] == sha  # the platform learns what the label really shows
+
+
+async def test_garbage_and_a_skewed_clock_are_dead_lettered_and_the_device_keeps_going(
+    running: tuple[Platform, httpx.AsyncClient], tmp_path: Path
+) -> None:
+    from simulators import Garbage, SkewClock
+
+    platform, api = running
+    creds = await register_market_devices(str(api.base_url), TOKEN, {"env_sensor": 1}, market=MARKET)
+    sim = simulation(creds, platform, api, tmp_path, intervals={"env_sensor": 0.05})
+    [sensor] = sim.devices
+    await sim.start()
+    try:
+        await until(lambda: sensor.stats.acked >= 5, 30, "first readings")
+        await sensor.inject(Garbage(count=3, size=40))
+        await sensor.inject(SkewClock(seconds=3600, duration_s=0.5))  # an hour ahead: future_timestamp
+        await until(lambda: sensor.stats.reject_reasons["future_timestamp"] >= 1, 30, "skewed readings refused")
+        acked = sensor.stats.acked
+        await until(lambda: sensor.stats.acked > acked + 5, 30, "readings go on after the clock is right again")
+    finally:
+        await sim.stop(drain_s=10)
+        sim.close()
+    assert sensor.pending == 0  # refused messages left the outbox; they are never retried
+    letters = await api.get("/api/v1/broker/dead-letters", params={"device_id": sensor.device_id}, headers=ADMIN)
+    reasons = [item["reason"] for item in letters.json()["items"]]
+    assert reasons.count("malformed") == 3 and "future_timestamp" in reasons
+    assert platform.store is not None
+    assert await platform.store.count(sensor.device_id) == sensor.stats.acked
