@@ -69,6 +69,8 @@ class AgentFleet:
         self.tasks: set[asyncio.Task[None]] = set()
         self.errors: list[BaseException] = []
         self.send_failures: set[str] = set()  # device ids whose downlink "broker" refuses
+        # devices simulated by something else (firmware/client.py): their announcements go there instead
+        self.handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {}
 
     def add(self, device_id: str, secret: str, **kwargs: Any) -> DeviceAgent:
         agent = self.agents[device_id] = DeviceAgent(device_id, secret, **kwargs)
@@ -77,6 +79,12 @@ class AgentFleet:
     async def send(self, device: Device, payload: dict[str, Any]) -> None:
         if device.id in self.send_failures:
             raise ConnectionError("broker unreachable")
+        handler = self.handlers.get(device.id)
+        if handler is not None:
+            task = asyncio.create_task(self._guarded(handler(payload)))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+            return
         agent = self.agents.get(device.id)
         if agent is None:
             return  # a device nobody simulates: the job will time out
@@ -84,6 +92,12 @@ class AgentFleet:
         task = asyncio.create_task(self._handle(agent, payload))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    async def _guarded(self, work: Awaitable[None]) -> None:
+        try:
+            await work
+        except Exception as err:
+            self.errors.append(err)
 
     async def _handle(self, agent: DeviceAgent, payload: dict[str, Any]) -> None:
         try:
