@@ -48,6 +48,27 @@ class ProductUpdate(Strict):
         return {k: v for k, v in self.model_dump(exclude_unset=True).items() if v is not None or k == "promo_price"}
 
 
+class PriceListItem(Strict):
+    product_id: int
+    price: Price | None = None
+    promo_price: Price | None = None
+    promo_text: str | None = Field(default=None, max_length=100)
+
+    def changes(self) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump(exclude_unset=True).items() if k != "product_id"}
+
+
+class PriceListIn(Strict):
+    """Many price changes in one call: one write for all of them, then every bound label and scale."""
+
+    items: list[PriceListItem] = Field(min_length=1, max_length=5000)
+
+
+class PriceListResult(BaseModel):
+    updated: int
+    labels: int
+
+
 class ProductPublic(BaseModel):
     model_config = ConfigDict(from_attributes=True)
     id: int

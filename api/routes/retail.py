@@ -16,7 +16,7 @@ from fastapi.responses import Response
 
 from accounts.permissions import Permission, Principal
 from api.auth import SESSION_COOKIE, ContextDep, FleetRead, require
-from fleet.errors import NotFound
+from fleet.errors import InvalidRequest, NotFound
 from retail.ledger import LedgerQuery
 from retail.models import PriceSource, Product, ScheduledPrice, ShelfLabel
 from retail.schemas import (
@@ -30,6 +30,8 @@ from retail.schemas import (
     MetrologyDue,
     PageIn,
     PriceChangePublic,
+    PriceListIn,
+    PriceListResult,
     ProductCreate,
     ProductPublic,
     ProductUpdate,
@@ -107,6 +109,22 @@ async def update_product(product_id: int, data: ProductUpdate, request: Request,
     """Change a product. A new price or promotion is recorded in its history and shown on its labels and scales."""
     product = await retail.prices.get(product_id, who.markets)
     return await retail.prices.update(product, data.changes(), who.actor, _source(request))
+
+
+@router.post("/price-lists", response_model=PriceListResult)
+async def apply_price_list(data: PriceListIn, request: Request, who: PricesWrite, retail: RetailDep) -> dict[str, int]:
+    """Many price changes at once (the morning's price list): the fast path for bulk updates (docs/retail.md)."""
+    ids = [item.product_id for item in data.items]
+    if len(set(ids)) != len(ids):
+        raise InvalidRequest("items: each product may appear once in a price list")
+    products = {p.id: p for p in await Product.filter(id__in=ids)}
+    missing = [i for i in ids if i not in products or not who.sees_market(products[i].market_id)]  # type: ignore[attr-defined]
+    if missing:
+        raise NotFound(f"no products {missing[:10]}")
+    items = [(products[item.product_id], item.changes()) for item in data.items]
+    await retail.prices.update_many(items, who.actor, _source(request))
+    labels = await ShelfLabel.filter(product_id__in=ids).count()
+    return {"updated": len(items), "labels": labels}
 
 
 @router.get("/products/{product_id}/prices", response_model=list[PriceChangePublic])

@@ -312,3 +312,23 @@ async def test_bad_input_gets_a_clear_answer(api: httpx.AsyncClient) -> None:
     too_long = await api.post("/api/v1/retail/scales/rtv-SC1/calibration-grants", json={"minutes": 999},
                               headers=ADMIN)
     assert too_long.status_code == 422
+
+
+async def test_a_price_list_updates_products_and_the_bound_label_in_one_call(
+    api: httpx.AsyncClient, label: LabelScreen
+) -> None:
+    first, second = await _product(api, "5101", "3.00"), await _product(api, "5102", "4.00")
+    await api.put("/api/v1/retail/labels/rtv-EL1/binding", json={"product_id": second["id"]}, headers=ADMIN)
+    await eventually(lambda: _price(label) == Decimal("4.00"))
+    body = {"items": [{"product_id": first["id"], "price": "3.30"}, {"product_id": second["id"], "price": "4.40"}]}
+    response = await api.post("/api/v1/retail/price-lists", json=body, headers=ADMIN)
+    assert response.status_code == 200, response.text
+    assert response.json() == {"updated": 2, "labels": 1}
+    await eventually(lambda: _price(label) == Decimal("4.40"))
+    assert (await api.get(f"/api/v1/retail/products/{first['id']}", headers=ADMIN)).json()["price"] == "3.30"
+
+    twice = {"items": [{"product_id": first["id"], "price": "1"}, {"product_id": first["id"], "price": "2"}]}
+    assert (await api.post("/api/v1/retail/price-lists", json=twice, headers=ADMIN)).status_code == 422
+    unknown = {"items": [{"product_id": 999_999, "price": "1"}]}
+    assert (await api.post("/api/v1/retail/price-lists", json=unknown, headers=ADMIN)).status_code == 404
+    assert (await api.post("/api/v1/retail/price-lists", json={"items": []}, headers=ADMIN)).status_code == 422
