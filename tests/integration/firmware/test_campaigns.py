@@ -4,6 +4,7 @@ real HTTP with Range, verify the signature, and report through `on_status`; the 
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime
 
 import pytest
@@ -377,3 +378,28 @@ async def test_queued_statuses_apply_in_bulk_as_they_would_one_by_one(ota: Ota) 
 
 async def _all_announced(ota: Ota, device_ids: list[str]) -> bool:
     return all(ota.agents.agents[d].announcements for d in device_ids)
+
+
+async def test_progress_streams_as_server_sent_events_until_the_campaign_ends(ota: Ota) -> None:
+    gate = asyncio.Event()
+    fleet = await ota.vendor_fleet("sse", 3, gate=gate)
+    image = await fleet.upload("2.0.0")
+    campaign = await ota.campaign(name="streamed", image_id=image["id"], waves=[{"name": "all"}])
+    url = f"/api/v1/firmware/campaigns/{campaign['id']}/events"
+    states: list[str] = []
+    async with ota.api.stream("GET", url, params={"interval_s": 0.1}, headers=ADMIN) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        event = ""
+        async for line in response.aiter_lines():
+            if line.startswith("event:"):
+                event = line.removeprefix("event:").strip()
+            elif line.startswith("data:") and event == "progress":
+                progress = json.loads(line.removeprefix("data:"))
+                states.append(progress["state"])
+                if progress["counts"]["rebooting"] == 3:
+                    gate.set()  # every device is waiting to report success: let them
+            elif line.startswith("data:") and event == "end":
+                assert json.loads(line.removeprefix("data:")) == {"state": "completed"}
+                break
+    assert states[0] == "running" and states[-1] == "completed" and len(states) >= 2
+    assert (await ota.api.get(url.replace(str(campaign["id"]), "999999"), headers=ADMIN)).status_code == 404
