@@ -35,6 +35,7 @@ from firmware.schemas import (
 from firmware.service import FirmwareService
 from firmware.states import FINISHED_CAMPAIGN, CampaignState, JobState
 from fleet.errors import NotFound
+from fleet.models import Device
 from fleet.schemas import Page
 
 router = APIRouter(prefix="/api/v1/firmware", tags=["firmware"])
@@ -265,8 +266,11 @@ async def rollback_campaign(campaign_id: int, firmware: FirmwareDep, _: Firmware
 
 
 @router.get("/devices/{device_id}/jobs", response_model=list[JobPublic])
-async def device_jobs(device_id: str, firmware: FirmwareDep, _: FleetRead) -> list[JobPublic]:
-    """A device's update history: its jobs in every campaign, newest first."""
+async def device_jobs(device_id: str, firmware: FirmwareDep, who: FleetRead) -> list[JobPublic]:
+    """A device's update history: its jobs in every campaign, newest first (404 outside the caller's markets)."""
+    device = await Device.get_or_none(id=device_id)
+    if device is None or not who.sees_market(device.market_id):  # type: ignore[attr-defined]
+        raise NotFound(f"device {device_id} not found")
     return [_job(j) for j in await firmware.campaigns.device_jobs(device_id)]
 
 

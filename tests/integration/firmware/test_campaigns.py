@@ -403,3 +403,30 @@ async def test_progress_streams_as_server_sent_events_until_the_campaign_ends(ot
                 break
     assert states[0] == "running" and states[-1] == "completed" and len(states) >= 2
     assert (await ota.api.get(url.replace(str(campaign["id"]), "999999"), headers=ADMIN)).status_code == 404
+
+
+async def test_a_devices_update_history_is_visible_within_the_callers_markets(ota: Ota) -> None:
+    await ensure_market(ota.api, "HIST01")
+    await ensure_market(ota.api, "HIST02")
+    fleet = await ota.vendor_fleet("history", 1, market="HIST01")
+    device_id = next(d for d in ota.agents.agents if d.startswith("history-"))
+    image = await fleet.upload("2.0.0")
+    campaign = await ota.campaign(name="history", image_id=image["id"], waves=[{"name": "all"}])
+    await ota.until_state(campaign["id"], "completed", within=30)
+
+    jobs = (await ota.api.get(f"/api/v1/firmware/devices/{device_id}/jobs", headers=ADMIN)).json()
+    assert [(j["state"], j["from_version"]) for j in jobs] == [("succeeded", "1.0.0")]
+    steps = (await ota.api.get(f"/api/v1/firmware/jobs/{jobs[0]['id']}/transitions", headers=ADMIN)).json()
+    assert [s["to_state"] for s in steps if s["actor"] == device_id][-1] == "succeeded"
+
+    for market in ("HIST01", "HIST02"):
+        body = {"username": f"mgr{market.lower()}", "password": "correct horse battery", "role": "manager",
+                "markets": [market]}  # fmt: skip
+        assert (await ota.api.post("/api/v1/users", json=body, headers=ADMIN)).status_code == 201
+    seen = {}
+    for market in ("HIST01", "HIST02"):
+        login = await ota.api.post("/api/v1/auth/login", json={"username": f"mgr{market.lower()}",
+                                                               "password": "correct horse battery"})  # fmt: skip
+        headers = {"Authorization": f"Bearer {login.json()['token']}"}
+        seen[market] = (await ota.api.get(f"/api/v1/firmware/devices/{device_id}/jobs", headers=headers)).status_code
+    assert seen == {"HIST01": 200, "HIST02": 404}
