@@ -317,6 +317,8 @@ class LabelDispatcher:
             return  # sent when a base station reports the label (roamed)
         market = await _PLACES.get("station", label.base_station_id) or label.market_id
         if command["command"] == "show_image" and "at" not in command:
+            if len(self._sent_monotonic) >= MAX_TRACKED:  # labels that never answer must not grow this forever
+                del self._sent_monotonic[next(iter(self._sent_monotonic))]
             self._sent_monotonic[(label.device_id, command["image_sha256"])] = time.monotonic()
         await self.sender.send(label.base_station_id, market, relay_to_label(label.device_id, command))
         self.stats.sent += 1
@@ -382,3 +384,4 @@ def _label_defaults(device: Device) -> dict[str, Any]:
 
 PAGE_COUNT = len(PAGES)
 PENDING_FIELDS = ["pending_sha256", "pending_since", "page"]
+MAX_TRACKED = 200_000  # updates whose send time is kept for the confirmation latency statistic

@@ -324,6 +324,7 @@ class PriceBook:
                                          old_price=old_price, new_price=item.price, old_promo_price=old_promo,
                                          new_promo_price=item.promo_price, at=item.at)
             item.state, item.applied_at = ScheduleState.APPLIED, now
+            self._sent_ahead = {key for key in self._sent_ahead if key[0] != item.id}
             await self._push_scales(product)
             applied.append(item)
         return applied

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiomqtt
 import httpx
@@ -332,3 +333,27 @@ async def test_a_price_list_updates_products_and_the_bound_label_in_one_call(
     unknown = {"items": [{"product_id": 999_999, "price": "1"}]}
     assert (await api.post("/api/v1/retail/price-lists", json=unknown, headers=ADMIN)).status_code == 404
     assert (await api.post("/api/v1/retail/price-lists", json={"items": []}, headers=ADMIN)).status_code == 422
+
+
+async def test_the_ledger_is_queryable_by_stall_day_and_product_and_a_label_page_can_be_viewed(
+    api: httpx.AsyncClient, scale: Device, label: LabelScreen
+) -> None:
+    day = datetime.now(UTC).astimezone(ZoneInfo("Asia/Shanghai")).date().isoformat()  # the market's business day
+    await scale.publish("event", {
+        "type": "transaction", "order_no": "DAY1", "time": datetime.now(UTC).isoformat(), "market_code": MARKET,
+        "stall_no": "A02", "scale_id": "rtv-SC1", "product_code": "7001", "product_name": "黄瓜",
+        "weight_kg": 2.0, "unit_price": 5.0, "total": 10.0,
+    })
+    params = {"market": MARKET, "stall_no": "A02", "day": day, "product_code": "7001"}
+
+    async def stored() -> dict[str, Any] | None:
+        page = (await api.get("/api/v1/retail/transactions", params=params, headers=ADMIN)).json()
+        return page if page["totals"]["count"] == 1 else None
+
+    page = await eventually(stored)
+    assert page["totals"] == {"count": 1, "weight_kg": "2.000", "amount": "10.00"}
+    summary = (await api.get("/api/v1/retail/transactions/summary", params={"by": "product", "stall_no": "A02"},
+                             headers=ADMIN)).json()
+    assert summary == [{"product": "7001", "count": 1, "weight_kg": "2.000", "amount": "10.00"}]
+    image = await api.get("/api/v1/retail/labels/rtv-EL1/image.png", params={"page": 3}, headers=ADMIN)
+    assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
