@@ -283,3 +283,37 @@ async def test_garbage_and_a_skewed_clock_are_dead_lettered_and_the_device_keeps
     assert reasons.count("malformed") == 3 and "future_timestamp" in reasons
     assert platform.store is not None
     assert await platform.store.count(sensor.device_id) == sensor.stats.acked
+
+
+async def test_injected_faults_raise_the_built_in_alerts(
+    running: tuple[Platform, httpx.AsyncClient], tmp_path: Path
+) -> None:
+    from simulators import FailedTest, OutOfRange
+
+    platform, api = running
+    creds = await register_market_devices(str(api.base_url), TOKEN,
+                                          {"food_detector": 1, "fire_panel": 1, "thermometer": 1}, market=MARKET)
+    sim = simulation(creds, platform, api, tmp_path, intervals={"food_detector": 3600, "fire_panel": 3600,
+                                                                "thermometer": 3600})  # fmt: skip
+    detector, panel, thermometer = device(sim, "food_detector"), device(sim, "fire_panel"), device(sim, "thermometer")
+    expected = {detector.device_id: "food-test-failed", panel.device_id: "fire-alarm",
+                thermometer.device_id: "fever-at-entrance"}  # fmt: skip
+
+    async def alerts_of(device_id: str) -> set[str]:
+        response = await api.get("/api/v1/alerts", params={"device_id": device_id}, headers=ADMIN)
+        assert response.status_code == 200, response.text
+        return {alert["rule_id"] for alert in response.json()}
+
+    await sim.start()
+    try:
+        await until(lambda: all(d.stats.acked >= 1 for d in sim.devices), 30, "boot")
+        assert [await alerts_of(d) for d in expected] == [set(), set(), set()]  # healthy devices: silent
+        await detector.inject(FailedTest(count=1))
+        await panel.inject(OutOfRange(duration_s=None))
+        await thermometer.inject(OutOfRange(duration_s=None))
+        async with asyncio.timeout(60):
+            while [rule in await alerts_of(d) for d, rule in expected.items()] != [True] * 3:  # noqa: ASYNC110
+                await asyncio.sleep(0.2)
+    finally:
+        await sim.stop(drain_s=10)
+        sim.close()
