@@ -91,6 +91,17 @@ def busy(moment: datetime) -> float:
     return min(1.0, level)
 
 
+def price_drift(product: str, day: int) -> float:
+    """The wholesale price factor of `product` on day `day` (a date ordinal), the same in every stall: a weekly
+    swing of ±6 % with a phase of its own, a slow seasonal ±10 %, and a day-to-day wobble of about 2 %."""
+    seed = zlib.crc32(product.encode())
+    phase = (seed % 1000) / 1000 * 2 * math.pi
+    weekly = 0.06 * math.sin(2 * math.pi * day / 7 + phase)
+    seasonal = 0.10 * math.sin(2 * math.pi * day / 365 + phase / 2)
+    wobble = random.Random(f"{seed}:{day}").gauss(0, 0.02)
+    return max(0.5, 1 + weekly + seasonal + wobble)
+
+
 def yuan(value: Decimal | float) -> float:
     """Round to fen (0.01 yuan), half up, as a JSON number."""
     return float(Decimal(str(value)).quantize(Decimal("0.01"), rounding=ROUND_HALF_UP))
@@ -295,7 +306,7 @@ class ScaleGenerator(Generator):
         return self.market or "UNPLACED"
 
     def events(self, now: datetime) -> list[Emission]:
-        out: list[Emission] = []
+        out: list[Emission] = self._morning_prices(now)
         level = busy(now)
         if self.rng.random() < 0.25 + 0.6 * level:
             out.append(Emission("event", self._event_transaction(now)))
@@ -378,6 +389,29 @@ class ScaleGenerator(Generator):
             "measured_kg": round(reference + self.rng.uniform(-0.004, 0.004), 3),
         }
 
+    def _morning_prices(self, now: datetime) -> list[Emission]:
+        """Once a market day, when the market opens, the vendor re-prices the PLU table with the day's wholesale
+        drift (`price_drift`: the same for every stall selling a product, plus the stall's own margin), and the
+        scale reports each change as a `price_set` event, so the platform and the labels follow."""
+        local = now.astimezone(CHINA_TZ)
+        if busy(now) < 0.1 or self.state.get("price_day") == local.date().isoformat():
+            return []
+        first = "price_day" not in self.state
+        self.state["price_day"] = local.date().isoformat()
+        if first:  # the table it booted with is today's
+            for item in self.state["plu"]:
+                item.setdefault("base_price", item["unit_price"])
+            return []
+        out: list[Emission] = []
+        for item in self.state["plu"]:
+            base = item.setdefault("base_price", item["unit_price"])
+            price = max(0.5, round(base * price_drift(item["product_name"], local.date().toordinal()), 1))
+            if price != item["unit_price"]:
+                item["unit_price"] = price
+                out.append(Emission("event", {"type": "price_set", "product_code": item["product_code"],
+                                              "unit_price": price}))  # fmt: skip
+        return out
+
     def _event_price_set(self, now: datetime) -> dict[str, Any]:
         item = self.rng.choice(self.state["plu"])
         item["unit_price"] = round(max(0.5, item["unit_price"] * self.rng.uniform(0.9, 1.1)), 1)
@@ -386,7 +420,8 @@ class ScaleGenerator(Generator):
     def _cmd_set_plu(self, command: dict[str, Any], now: datetime) -> list[Emission]:
         self.state["plu_version"] = int(command["version"])
         entries = [
-            {"product_code": e["product_code"], "product_name": e["product_name"], "unit_price": yuan(e["unit_price"])}
+            {"product_code": e["product_code"], "product_name": e["product_name"], "unit_price": yuan(e["unit_price"]),
+             "base_price": yuan(e["unit_price"])}
             for e in command.get("entries", [])
         ]
         if entries:

@@ -299,3 +299,30 @@ def test_a_kind_without_its_own_generator_still_sends_valid_messages(kind: Devic
     assert out and any(e.channel == "state" for e in out)
     for emission in out:
         validate_payload(kind, emission.channel, emission.payload)
+
+
+def test_scale_prices_drift_each_morning_and_every_sale_uses_the_price_the_scale_reported() -> None:
+    gen = ScaleGenerator("acme-SC-drift", "M1", 4)
+    out = list(gen.boot(START))
+    for n in range(10 * 24 * 4):  # ten days, a tick every 15 minutes
+        out += gen.tick(START + n * timedelta(minutes=15))
+    prices = {item["product_code"]: None for item in gen.state["plu"]}
+    for emission in out:
+        payload = emission.payload
+        if payload.get("type") == "price_set":
+            prices[payload["product_code"]] = payload["unit_price"]
+        elif payload.get("type") == "transaction":
+            known = prices[payload["product_code"]]
+            assert known is None or payload["unit_price"] == known  # the platform always knows the price charged
+    morning = [e.payload for e in out if e.payload.get("type") == "price_set"]
+    assert len(morning) >= 9  # re-priced on (nearly) every market morning after the first
+    assert len({p["unit_price"] for p in morning}) > 5  # and the prices really move
+
+
+def test_price_drift_is_market_wide_and_bounded() -> None:
+    from simulators.generators import price_drift
+
+    factors = [price_drift("白菜", day) for day in range(739_000, 739_365)]
+    assert all(0.75 < f < 1.25 for f in factors) and max(factors) - min(factors) > 0.1
+    assert price_drift("白菜", 739_100) == price_drift("白菜", 739_100)  # every stall sees the same day
+    assert price_drift("白菜", 739_100) != price_drift("排骨", 739_100)
