@@ -27,12 +27,14 @@ vendor_app = typer.Typer(no_args_is_help=True, help="Hardware vendors.")
 device_app = typer.Typer(no_args_is_help=True, help="Devices.")
 user_app = typer.Typer(no_args_is_help=True, help="People's accounts.")
 certs_app = typer.Typer(no_args_is_help=True, help="TLS certificates.")
+compliance_app = typer.Typer(no_args_is_help=True, help="Standards conformance: the market scorecard.")
 app.add_typer(config_app, name="config")
 app.add_typer(db_app, name="db")
 app.add_typer(vendor_app, name="vendor")
 app.add_typer(device_app, name="device")
 app.add_typer(user_app, name="user")
 app.add_typer(certs_app, name="certs")
+app.add_typer(compliance_app, name="compliance")
 app.add_typer(firmware_app, name="firmware")
 app.add_typer(ota_app, name="ota")
 
@@ -253,6 +255,39 @@ def certs_dev(
     console.print("Add to your settings file:", highlight=False)
     console.print(f'[tls]\ncert_file = "{made.server_cert}"\nkey_file = "{made.server_key}"', markup=False,
                   highlight=False)
+
+
+@compliance_app.command("report")
+def compliance_report(
+    market: Annotated[str, typer.Option(help="market code")],
+    standard: Annotated[str, typer.Option(help="sz (Shenzhen appendix A), zz (Zhengzhou rules) or all")] = "all",
+    format: Annotated[str, typer.Option(help="html (printable) or csv")] = "html",
+    lang: Annotated[str, typer.Option(help="zh or en (html)")] = "zh",
+    days: Annotated[int, typer.Option(help="window for online and data-loss rates, days")] = 30,
+    out: Annotated[Path | None, typer.Option(help="file to write; default scorecard-<market>.<format>")] = None,
+) -> None:
+    """The market's scorecard from live fleet data, with points, evidence and what would raise it most."""
+    from compliance.export import scorecard_csv
+    from compliance.report import filter_source, scorecard_html
+    from compliance.service import setup as setup_compliance
+    from marketfleet.platform import build_store
+
+    sources = {"sz": "SZ", "zz": "ZZ", "all": None}
+    if standard not in sources or format not in ("html", "csv") or lang not in ("zh", "en"):
+        fail("--standard sz|zz|all, --format html|csv, --lang zh|en")
+    s = settings()
+
+    async def make() -> str:
+        await db.connect(s.registry_url)
+        async with build_store(s) as store:
+            card = await setup_compliance(telemetry=store).scorecard(market, None, days)
+        card = filter_source(card, sources[standard])  # type: ignore[arg-type]
+        return scorecard_html(card, lang) if format == "html" else scorecard_csv(card)  # type: ignore[arg-type]
+
+    text = run(make)
+    target = out or Path(f"scorecard-{market}.{format}")
+    target.write_text(text, encoding="utf-8")
+    console.print(f"scorecard of {market} written to {target}")
 
 
 @app.command("backup")

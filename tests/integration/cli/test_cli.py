@@ -153,3 +153,30 @@ def test_user_create_then_refuses_weak_password_and_unknown_market(tmp_path: Pat
     nowhere = cli(tmp_path, "user", "create", "zhao", "--role", "manager", "--market", "NOWHERE",
                   "--password", "a long enough one")
     assert nowhere.returncode == 2 and "unknown market" in nowhere.stderr
+
+
+def test_compliance_report_as_printable_html_and_csv(tmp_path: Path) -> None:
+    import asyncio
+
+    from fleet.registry import Registry
+    from fleet.schemas import MarketCreate
+    from marketfleet import db
+
+    async def seed() -> None:
+        (tmp_path / "var").mkdir()
+        await db.connect(f"sqlite://{tmp_path / 'var' / 'registry.sqlite3'}")
+        try:
+            await Registry(master_key=b"k" * 32).create_market(MarketCreate(code="SZ-FT-009", name="Test"))
+        finally:
+            await db.close()
+
+    asyncio.run(seed())
+    html = cli(tmp_path, "compliance", "report", "--market", "SZ-FT-009", "--lang", "en", "--standard", "sz")
+    assert html.returncode == 0, html.stderr
+    page = (tmp_path / "scorecard-SZ-FT-009.html").read_text()
+    assert "What would raise the score most" in page and "Traceable scales" in page and "ZZ" not in page.split(
+        "<h2>")[-1]
+    csv_run = cli(tmp_path, "compliance", "report", "--market", "SZ-FT-009", "--format", "csv", "--out", "s.csv")
+    assert csv_run.returncode == 0 and (tmp_path / "s.csv").read_text(encoding="utf-8-sig").startswith("section,")
+    unknown = cli(tmp_path, "compliance", "report", "--market", "NOPE")
+    assert unknown.returncode == 2 and "NOPE" in unknown.stderr and "Traceback" not in unknown.stderr
