@@ -357,3 +357,30 @@ async def test_the_ledger_is_queryable_by_stall_day_and_product_and_a_label_page
     assert summary == [{"product": "7001", "count": 1, "weight_kg": "2.000", "amount": "10.00"}]
     image = await api.get("/api/v1/retail/labels/rtv-EL1/image.png", params={"page": 3}, headers=ADMIN)
     assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
+
+
+async def test_a_label_reporting_a_larger_colour_panel_gets_pages_rendered_for_it(
+    api: httpx.AsyncClient, floor: dict[str, Device], label: LabelScreen
+) -> None:
+    """Runs last in this module: it turns the module's label into a 400×300 black/white/red/yellow one."""
+    panel = LabelScreen(400, 300, "bwry")
+    station = floor["BS1"]
+
+    async def relay(command: dict[str, Any]) -> None:
+        if command.get("command") == "relay" and command["label_id"] == "rtv-EL1":
+            for event in panel.apply(command["payload"], datetime.now(UTC)):
+                await floor["EL1"].publish("event", event)
+
+    station.on_command = relay
+    await floor["EL1"].publish("state", {"resolution": [400, 300], "colours": "bwry"})
+
+    async def resized() -> bool:
+        row = (await api.get("/api/v1/retail/labels/rtv-EL1", headers=ADMIN)).json()
+        return row.get("width") == 400 and row.get("colours") == "bwry"
+
+    await eventually(resized)
+    product = await _product(api, "5901", "123.45")
+    await api.put("/api/v1/retail/labels/rtv-EL1/binding", json={"product_id": product["id"]}, headers=ADMIN)
+    spec = LabelSpec(400, 300, "bwry")
+    await eventually(lambda: panel.image is not None and read_price(panel.image, price_box(spec)) == Decimal("123.45"))
+    assert (panel.image.width, panel.image.height, panel.image.colours) == (400, 300, "bwry")
