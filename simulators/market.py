@@ -342,6 +342,7 @@ class MarketSimulation:
             )
         self._tasks: list[asyncio.Task[None]] = []
         self.started_at: float | None = None
+        self._online_at_stop: dict[str, bool] | None = None
         self._by_id = {d.device_id: d for d in self.devices}
         behaviours = ota or {}
         for d in self.devices:
@@ -403,6 +404,8 @@ class MarketSimulation:
 
     async def stop(self, drain_s: float = 5.0) -> None:
         """Stop producing, give outboxes `drain_s` to empty, leave gracefully, close the outbox store."""
+        # What the table shows as online afterwards: who was connected when the run ended, not after leaving.
+        self._online_at_stop = {d.device_id: d.connected for d in self.devices}
         await asyncio.gather(*(d.stop(drain_s=drain_s) for d in self.devices), return_exceptions=True)
         for task in self._tasks:
             task.cancel()
@@ -440,6 +443,7 @@ class MarketSimulation:
             if live is not None:
                 live.update(self.table())
                 live.stop()
+                self.console.print()
         return self.summary()
 
     # -- reporting ---------------------------------------------------------------------------
@@ -448,7 +452,8 @@ class MarketSimulation:
         for d in self.devices:
             s = out.setdefault(d.kind.value, KindSummary())
             s.devices += 1
-            s.online += int(d.connected)
+            online = d.connected if self._online_at_stop is None else self._online_at_stop.get(d.device_id, False)
+            s.online += int(online)
             s.generated += d.stats.generated
             s.sent += d.stats.sent
             s.resent += d.stats.resent
