@@ -17,6 +17,7 @@ from api.audit import AuditMiddleware
 from api.auth import document_permissions
 from api.context import ApiContext
 from api.errors import install_error_handlers
+from api.ratelimit import RequestLimits
 from api.routes import (
     accounts,
     admin,
@@ -113,4 +114,7 @@ def create_app(ctx: ApiContext) -> FastAPI:
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     app.add_middleware(AuditMiddleware)
     app.add_middleware(BodyLimit, max_bytes=ctx.max_body_bytes)
+    if ctx.rate_limits is not None:
+        key_rate, key_burst, ip_rate, ip_burst = ctx.rate_limits
+        app.add_middleware(RequestLimits, key_rate=key_rate, key_burst=key_burst, ip_rate=ip_rate, ip_burst=ip_burst)
     return app

@@ -16,5 +16,7 @@ class ApiContext:
     admin_token: str
     max_bulk_devices: int = 10_000
     max_body_bytes: int = 16 * 1024 * 1024
+    # (key_rate, key_burst, ip_rate, ip_burst) for api/ratelimit.py; None: no request limits
+    rate_limits: tuple[float, float, float, float] | None = None
     # Optional services, present when the platform runs them (ingest pipeline, telemetry store …).
     services: dict[str, Any] = field(default_factory=dict)

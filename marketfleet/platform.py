@@ -193,6 +193,7 @@ async def start_platform(settings: Settings, *, ingest: bool = True, scheduler: 
         ctx = ApiContext(
             registry=registry, accounts=accounts, admin_token=token,
             max_bulk_devices=settings.api.max_bulk_devices, services=services,
+            rate_limits=(a.key_rate, a.key_burst, a.ip_rate, a.ip_burst) if (a := settings.api).rate_limits else None,
         )
         app = create_app(ctx)
     except BaseException:

@@ -122,6 +122,12 @@ class ApiSettings(BaseModel):
     # the first admin API key, created at start-up when no admin exists yet
     admin_token: SecretStr = SecretStr("")
     max_bulk_devices: int = 10_000
+    # requests per second and burst, per vendor API key and per client address (429 beyond; docs/security.md)
+    key_rate: float = Field(default=20.0, gt=0)
+    key_burst: float = Field(default=200.0, ge=1)
+    ip_rate: float = Field(default=200.0, gt=0)
+    ip_burst: float = Field(default=1000.0, ge=1)
+    rate_limits: bool = True
 
 
 class Settings(BaseSettings):

@@ -91,6 +91,7 @@ def platform_process(data_dir: Path, env: dict[str, str] | None = None) -> Itera
         "MF_API__ADMIN_TOKEN": "bench-admin",
         "MF_BROKER__PORT": str(find_free_port()),
         "MF_COAP__PORT": str(find_free_port()),
+        "MF_API__RATE_LIMITS": "false",  # the load comes from one address on purpose
         **(env or {}),
     }
     log = (data_dir / "serve.log").open("w")
