@@ -349,7 +349,7 @@ class MarketSimulation:
             if d.kind == DeviceKind.ESL_BASE_STATION:
                 d.relay = self._relay_to_label
             behaviour = behaviours.get(d.kind.value) or behaviours.get("*")
-            d.ota = OtaAgent(d, self._signing_key, behaviour, client=None)
+            d.ota = OtaAgent(d, self._signing_key, behaviour)
 
     async def _signing_key(self) -> str | None:
         """The platform's public image-signing key (devices are provisioned with it; fetched once, here)."""
