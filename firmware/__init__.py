@@ -5,8 +5,9 @@ Public API (imported lazily, so device-side code can import `firmware.verify` wi
 
 * `setup(settings, registry=…, data_dir=…, send=…) -> FirmwareService`, `FirmwareSettings`
 * `OrchestratorService` (`on_status(device_id, OtaStatus)`), `CampaignService`, `ImageCatalog`
-* `BlobStore`, `LocalBlobStore`; `generate_keypair`, `sign` (and `firmware.signing.verify`); `verify_image`,
-  `ImageVerifier`, `ImageRejected` (device side)
+* `BlobStore`, `LocalBlobStore`; `generate_keypair`, `sign` (and `firmware.signing.verify`)
+* device side (no platform imports): `verify_image`, `ImageVerifier`, `ImageRejected`, `ImageDownload`,
+  `OtaClient` with `Faults`, `RadioModel`
 """
 
 from __future__ import annotations
@@ -31,6 +32,10 @@ _EXPORTS = {
     "ImageVerifier": "firmware.verify",
     "ImageRejected": "firmware.verify",
     "coap_firmware_resource": "firmware.coap",
+    "OtaClient": "firmware.client",
+    "Faults": "firmware.client",
+    "RadioModel": "firmware.device",
+    "ImageDownload": "firmware.device",
 }
 
 __all__ = sorted(_EXPORTS)
