@@ -137,6 +137,8 @@ async def start_platform(settings: Settings, *, ingest: bool = True, scheduler: 
 
                 upstream_service.follow(broker.bus.subscribe(
                     maxsize=UPSTREAM_FEED_BUFFER, kinds=(Envelope, PresenceChanged), name="upstream"))
+            # The ledger must see every scale transaction, also those devices replay the moment the broker is up.
+            retail_feed = broker.bus.subscribe(maxsize=100_000, name="retail")
             await broker.start()
             stack.push_async_callback(broker.aclose)
             services.update(broker=broker, pipeline=broker.pipeline, bus=broker.bus)
@@ -186,7 +188,7 @@ async def start_platform(settings: Settings, *, ingest: bool = True, scheduler: 
 
         retail_service = setup_retail(PlatformCommands(services, down_topic) if ingest else DeferredCommands())
         if ingest:
-            await retail_service.start(services["bus"].subscribe(maxsize=100_000, name="retail"))
+            await retail_service.start(retail_feed)
         stack.push_async_callback(retail_service.aclose)
         services["retail"] = retail_service
 
