@@ -3,19 +3,42 @@ docs/screenshots/<page>-<lang>.png (linked from the README)."""
 
 from __future__ import annotations
 
+import math
 import re
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from api.i18n import CATALOG
-from tests.e2e.conftest import screenshot, sign_in
+from rules.schemas import AlertFilter
+from telemetry import Reading
+from tests.e2e.conftest import eventually, screenshot, sign_in
+from tests.e2e.test_alerts_inbox import RULE, locker_reports
 
 pytestmark = pytest.mark.browser
+
+async def show_some_activity(site) -> None:
+    """What a market looks like at work: a sensor's readings for the chart, and a locker alert in the inbox
+    (once per module)."""
+    if any(r.id == "screenshot-locker-warm" for r in await site.rules.list_rules()):
+        return
+    sensor = next(d for d in site.devices["acme"] if "ENVFT01" in d)
+    now = datetime.now(UTC)
+    await site.platform.services["store"].write([
+        Reading(device_id=sensor, measurement="env_sensor.telemetry", ts=now - timedelta(minutes=5 * i),
+                fields={"temperature_c": 18 + 4 * math.sin(i / 20), "humidity_pct": 70.0 + (i % 7)})
+        for i in range(288)
+    ])
+    await site.rules.create_rule({**RULE, "id": "screenshot-locker-warm"})
+    locker = next(d for d in site.devices["coldco"] if "COLFT01" in d)
+    await locker_reports(site, locker, 1, 13.5)
+    await eventually(lambda: site.rules.alerts.search(AlertFilter(status="active")))
+
 
 PAGES = {
     "overview": "/overview?market=FT01",
     "fleet": "/fleet",
-    "device": "/devices/{device}",
+    "device": "/devices/{sensor}",
     "alerts": "/alerts",
     "ota": "/ota",
     "reports": "/reports?market=FT01",
@@ -26,12 +49,14 @@ KEY = re.compile(r"\b(?:" + "|".join(sorted({k.split(".")[0] for k in CATALOG["e
 
 @pytest.mark.parametrize("language", ["zh", "en"])
 async def test_each_main_page_renders_translated_and_is_screenshotted(site, new_page, language) -> None:
+    await show_some_activity(site)
     page = await new_page()
     await sign_in(page, site, "ada")
     await page.goto(f"{site.url}/lang/{language}?next=/overview")
     problems = []
     for name, path in PAGES.items():
-        response = await page.goto(site.url + path.format(device=site.devices["acme"][0]))
+        sensor = next(d for d in site.devices["acme"] if "ENVFT01" in d)
+        response = await page.goto(site.url + path.format(sensor=sensor))
         assert response.status == 200, f"{name}: HTTP {response.status}"
         await page.wait_for_load_state("networkidle")
         text = await page.inner_text("body")
