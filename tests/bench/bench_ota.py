@@ -5,12 +5,15 @@ One process runs the platform (registry, API over uvicorn on a real socket, firm
 orchestrator task) and the simulated devices (tests/integration/firmware/agents.py): each device receives its
 announcement through the injected downlink, downloads the 256 KiB image over HTTP with 64 KiB Range requests,
 verifies SHA-256 and the Ed25519 signature, and reports downloading → verifying → installing → rebooting →
-succeeded through `on_status`. ESL labels update through their base station, which downloads once per batch and
-reports for each label. Devices and server share one event loop, so the numbers are a floor for the server.
+succeeded through the service's status queue (`FirmwareService.report`, as the ingest bus feeds it). Issue 7's
+sizes: 2,000 devices and 20,000 ESL labels behind 50 base stations (`--quick`: 200 and 2,000); a base station
+downloads once per announcement and reports for each label. Devices and server share one event loop, so the
+numbers are a floor for the server.
 
 Baseline in the same run: plain HTTP downloads of the same image from the same server (whole image per GET,
 and the same 64 KiB Range requests the devices make), as images/hour. What is measured is the platform's
-capacity (orchestration, status handling, delivery), not the radio time of flashing a label.
+capacity (orchestration, status handling, delivery); the radio time of flashing a label is the `RadioModel`
+row, computed from its parameters.
 """
 
 from __future__ import annotations
