@@ -394,6 +394,7 @@ _TEXT: dict[str, tuple[str, str]] = {
     "reports.item": ("评分项", "Item"),
     "reports.clause": ("条款", "Clause"),
     "reports.action": ("改进建议", "What to do"),
+    "reports.gains": ("最能提高得分的事项", "What would raise the score most"),
     "reports.unknown": ("{n} 分无法由平台数据判断", "{n} points cannot be judged from platform data"),
     "reports.cannot_judge": ("无法判断", "cannot judge"),
     # --- errors

@@ -17,6 +17,7 @@ from api.dashboard.queries import visible_markets
 from api.dashboard.viewer import Viewer, ViewerDep, forbidden_page, may_read_reports, not_found_page, render
 from api.i18n import zone
 from compliance.export import scorecard_csv
+from compliance.report import top_gains
 from compliance.service import ComplianceService
 from compliance.service import setup as setup_compliance
 from fleet.models import Market
@@ -59,7 +60,8 @@ async def reports_page(
         report_day = _day(chosen, day)
         context.update(
             day=report_day,
-            card=await _compliance(ctx).scorecard(chosen.code, viewer.principal.markets),
+            card=(card := await _compliance(ctx).scorecard(chosen.code, viewer.principal.markets)),
+            gains=top_gains(card),
             quality=await build_data_quality_report(chosen.code, report_day, timezone=chosen.timezone),
             timezone=chosen.timezone,
         )

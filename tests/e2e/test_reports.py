@@ -35,6 +35,8 @@ async def test_scorecard_downloads_as_csv(site, new_page) -> None:
     page = await new_page(accept_downloads=True)
     await sign_in(page, site, "manny", next_path="/reports")
     assert await page.locator("table.scorecard tr[data-item]").count() > 5
+    gains = page.locator("ol.gains li[data-gain]")  # what would raise the score most, biggest first
+    assert await gains.count() >= 1 and (await gains.first.inner_text()).startswith("+")
     async with page.expect_download() as info:
         await page.click("a[data-download=scorecard]")
     download = await info.value
