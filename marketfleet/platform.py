@@ -139,6 +139,9 @@ async def start_platform(settings: Settings, *, ingest: bool = True, scheduler: 
                     maxsize=UPSTREAM_FEED_BUFFER, kinds=(Envelope, PresenceChanged), name="upstream"))
             # The ledger must see every scale transaction, also those devices replay the moment the broker is up.
             retail_feed = broker.bus.subscribe(maxsize=100_000, name="retail")
+            # Likewise OTA statuses (a status replayed then would otherwise time its job out and retry it).
+            firmware_feed = broker.bus.subscribe(maxsize=FIRMWARE_FEED_BUFFER, name="firmware") \
+                if settings.firmware.enabled else None
             await broker.start()
             stack.push_async_callback(broker.aclose)
             services.update(broker=broker, pipeline=broker.pipeline, bus=broker.bus)
@@ -171,7 +174,7 @@ async def start_platform(settings: Settings, *, ingest: bool = True, scheduler: 
             coap_base_url=f"coap://{settings.coap.host}:{settings.coap.port}",
         )
         if ingest and settings.firmware.enabled:
-            firmware_service.follow(services["bus"].subscribe(maxsize=FIRMWARE_FEED_BUFFER, name="firmware"))
+            firmware_service.follow(firmware_feed)
             if "coap" in services:  # CoAP Block2 downloads for constrained devices and ESL base stations
                 coap = services["coap"]
                 coap.mount(("mf", "v1", "fw"), firmware_service.coap_resource(coap.authenticated_device))
