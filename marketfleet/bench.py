@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-AREAS = ("registry", "ingest", "broker", "rules", "ota", "esl", "vision", "api")
+AREAS = ("registry", "ingest", "broker", "coap", "rules", "ota", "esl", "vision", "api", "soak")
 
 
 class UnknownBenchmark(LookupError):

@@ -352,7 +352,7 @@ def _progress() -> Iterator[Callable[[str, int], None]]:
 
 @app.command()
 def bench(
-    area: Annotated[str, typer.Argument(help="registry, ingest, broker, rules, ota, esl, vision or api")],
+    area: Annotated[str, typer.Argument(help="registry, ingest, broker, coap, rules, ota, esl, vision, api or soak")],
     quick: Annotated[bool, typer.Option(help="Smaller sizes, for a smoke run.")] = False,
 ) -> None:
     """Run a benchmark from tests/bench/ and print its table (record results in BENCHMARKS.md)."""

@@ -1,5 +1,8 @@
-"""Dashboard: fleet table, paging, filters, search and the overview at 100,000 devices, and the overview's time
-to first render in Chromium.
+"""`marketfleet bench api`: the dashboard at 100,000 devices (issue 10) and the API under 100 / 500 / 2,000
+concurrent clients (issue 11).
+
+Dashboard part: fleet table, paging, filters, search and the overview at 100,000 devices, and the overview's
+time to first render in Chromium.
 
 The platform runs in its own process (`marketfleet serve`, SQLite registry); 20 concurrent clients load pages
 with the admin token. Baseline in the same run: `GET /api/v1/kinds` (a static answer from the same server), so
@@ -8,6 +11,9 @@ with the admin token. Baseline in the same run: `GET /api/v1/kinds` (a static an
 2,000 dashboards on /events/presence while one real MQTT device connects and disconnects ten times; the delay
 from each change to its arrival at every dashboard (the load generator shares the machine, so it is an upper
 bound).
+
+API part (`api_under_load`): device lookup, telemetry query and alert list at 100 / 500 / 2,000 clients, each
+against the same static ceiling in the same run (SJZ section 4: p99 ≤ 200 ms at 2,000 concurrent users).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import shutil
 import statistics
 import tempfile
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -144,4 +151,62 @@ async def run(console: Console, quick: bool = False) -> list[dict[str, Any]]:
         rows.append({"case": f"overview first contentful paint @ {devices:,} devices (ms, median of 5)",
                      "p50 ms": round(fcp, 1) if fcp is not None else "no chromium"})
         rows.append(await sse_fanout(url, token, broker_port, 200 if quick else 2_000))
+    return rows + await api_under_load(console, quick)
+
+
+# ---------------------------------------------------------------- the API under 100 / 500 / 2,000 clients (issue 11)
+
+API_DEVICES = 2_000
+
+
+async def _api_seed(url: str, token: str) -> list[str]:
+    admin = {"Authorization": f"Bearer {token}"}
+    async with httpx.AsyncClient(base_url=url, timeout=300) as http:
+        await http.post("/api/v1/admin/markets", json={"code": "B1", "name": "Bench market"}, headers=admin)
+        key = (await http.post("/api/v1/admin/vendors", json={"code": "apib", "name": "b"}, headers=admin)).json()[
+            "api_key"]
+        rows = (await http.post("/api/v1/vendor/devices", headers={"X-API-Key": key}, json={"devices": [
+            {"serial": f"A{n:05d}", "kind": "env_sensor", "market": "B1"} for n in range(API_DEVICES)]})).json()["rows"]
+    return [row["device_id"] for row in rows]
+
+
+async def _api_readings(data_dir: Path, device_ids: list[str]) -> None:
+    """An hour of one-per-10-s readings for the first 200 devices, written straight into the SQLite store."""
+    from telemetry import Reading, SqliteStore
+
+    start = datetime.now(UTC) - timedelta(hours=1)
+    async with SqliteStore(data_dir / "telemetry.sqlite3", retention_interval=None) as store:
+        for device_id in device_ids[:200]:
+            await store.write([Reading(device_id, "env_sensor.telemetry", start + timedelta(seconds=10 * n),
+                                       {"temperature_c": 4.0 + n % 7, "humidity_pct": 80.0}, seq=n)
+                               for n in range(360)])
+
+
+async def api_under_load(console: Console, quick: bool) -> list[dict[str, Any]]:
+    """Device lookup, telemetry query (100 readings) and alert list at 100 / 500 / 2,000 concurrent clients, each
+    against `GET /api/v1/kinds` (static, no database: the ceiling of the stack here) in the same run."""
+    levels = (50, 200) if quick else (100, 500, 2_000)
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp)
+        with platform_process(data_dir) as (url, token):
+            device_ids = await _api_seed(url, token)
+            await _api_readings(data_dir, device_ids)
+            headers = {"Authorization": f"Bearer {token}"}
+            cases = {
+                "API device lookup": lambda n: f"/api/v1/admin/devices/{device_ids[n % API_DEVICES]}",
+                "API telemetry query (100 readings)": lambda n: (
+                    f"/api/v1/admin/devices/{device_ids[n % 200]}/telemetry?limit=100"),
+                "API alert list": lambda n: "/api/v1/alerts?limit=50",
+            }
+            for clients in levels:
+                total = max(500, clients * 2) if quick else max(2_000, clients * 3)
+                console.print(f"[dim]{clients} clients …[/]")
+                ceiling = await hammer(url, lambda n: "/api/v1/kinds", concurrency=clients, total=total,
+                                       headers=headers)
+                rows.append(ceiling.row("API ceiling GET /api/v1/kinds", clients=clients, **{"vs baseline": 1.0}))
+                for case, path in cases.items():
+                    result = await hammer(url, path, concurrency=clients, total=total, headers=headers)
+                    rows.append(result.row(case, clients=clients,
+                                           **{"vs baseline": round(result.rate / ceiling.rate, 2)}))
     return rows
