@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -319,9 +320,28 @@ async def _ensure_empty(models: Iterable[type[Model]], replace: bool) -> None:
             await model.all().delete()
 
 
+@contextlib.contextmanager
+def _stored_timestamps(model: type[Model]) -> Iterator[None]:
+    """Let `auto_now` fields take the archived value: a restored row keeps when it was last updated."""
+    stamped = [f for f in model._meta.fields_map.values()
+               if isinstance(f, fields.DatetimeField) and f.auto_now]
+    for f in stamped:
+        f.auto_now = False
+    try:
+        yield
+    finally:
+        for f in stamped:
+            f.auto_now = True
+
+
 async def _load_table(model: type[Model], path: Path, progress: Progress) -> int:
     if not await asyncio.to_thread(path.is_file):
         return 0
+    with _stored_timestamps(model):
+        return await _load_rows(model, path, progress)
+
+
+async def _load_rows(model: type[Model], path: Path, progress: Progress) -> int:
     decoders = {name: _decoder(model, name) for name in _field_names(model)}
     done, batch = 0, []
     with path.open(encoding="utf-8") as fh:
