@@ -9,23 +9,20 @@ device raises appears without reloading; each action answers the refreshed fragm
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Form, Query, Request
-from fastapi.responses import Response, StreamingResponse
+from fastapi.responses import Response
 from pydantic import ValidationError
 
 from accounts.permissions import Permission
 from api.auth import ContextDep, RegistryDep, resolve_principal
 from api.dashboard.queries import SEVERITIES, visible_markets
 from api.dashboard.viewer import Viewer, ViewerDep, forbidden_page, may_read_alerts, render
+from api.sse import alert_event_stream
 from fleet.errors import Conflict, InvalidRequest, NotFound
 
 router = APIRouter()
-KEEPALIVE_S = 15.0
 View = Literal["active", "archive", "tasks"]
 
 
@@ -199,24 +196,4 @@ async def alert_events(
         where = message["alert"].get("market")
         return principal.sees_market(where) and (not market or where == market)
 
-    subscription = service.stream.subscribe(accept)
-
-    async def events() -> AsyncIterator[str]:
-        try:
-            yield "retry: 3000\n: connected\n\n"
-            while True:
-                try:
-                    async with asyncio.timeout(KEEPALIVE_S):
-                        message = await subscription.get()
-                except TimeoutError:
-                    yield ": keep-alive\n\n"
-                    continue
-                if message is None:
-                    return
-                data = json.dumps(message, ensure_ascii=False, separators=(",", ":"), default=str)
-                yield f"id: {message['id']}\nevent: {message['event']}\ndata: {data}\n\n"
-        finally:
-            subscription.close()
-
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    return alert_event_stream(service.stream.subscribe(accept))

@@ -7,9 +7,6 @@ and packs rules:write.
 
 from __future__ import annotations
 
-import asyncio
-import json
-from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
@@ -20,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from accounts.permissions import Permission, Principal
 from api.auth import ContextDep, require
 from api.downloads import attachment
+from api.sse import alert_event_stream
 from fleet.errors import InvalidRequest, NotFound
 from rules.language import Severity
 from rules.packs import RuleError
@@ -41,7 +39,6 @@ from rules.service import RulePublic, RulesService
 
 router = APIRouter(tags=["rules"])
 
-KEEPALIVE_S = 15.0
 
 
 def get_rules(ctx: ContextDep) -> RulesService:
@@ -177,27 +174,8 @@ async def alert_stream(
             return False
         return view is None or view.wants(alert)
 
-    subscription = service.stream.subscribe(accept)  # subscribed before the answer starts: nothing is missed
-
-    async def events() -> AsyncIterator[str]:
-        try:
-            yield "retry: 3000\n: connected\n\n"
-            while True:
-                try:
-                    async with asyncio.timeout(KEEPALIVE_S):
-                        message = await subscription.get()
-                except TimeoutError:
-                    yield ": keep-alive\n\n"
-                    continue
-                if message is None:
-                    return
-                data = json.dumps(message, ensure_ascii=False, separators=(",", ":"))
-                yield f"id: {message['id']}\nevent: {message['event']}\ndata: {data}\n\n"
-        finally:
-            subscription.close()
-
-    return StreamingResponse(events(), media_type="text/event-stream",
-                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+    # Subscribed before the answer starts: nothing published meanwhile is missed.
+    return alert_event_stream(service.stream.subscribe(accept))
 
 
 @router.get("/api/v1/alerts/{alert_id}", response_model=AlertDetail)
