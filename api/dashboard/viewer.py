@@ -56,6 +56,11 @@ def may_see_campaigns(principal: Principal) -> bool:
     return principal.can(Permission.FIRMWARE_WRITE)
 
 
+def may_read_prices(principal: Principal) -> bool:
+    """Products, prices and shelf labels: like /api/v1/retail, fleet:read to look (prices:write to change)."""
+    return principal.can(Permission.FLEET_READ)
+
+
 def may_admin(principal: Principal) -> bool:
     return principal.can(Permission.PLATFORM_ADMIN)
 
@@ -65,6 +70,8 @@ NAV: list[NavItem] = [
     NavItem("nav.fleet", "/fleet", may_read_fleet, "fleet"),
     NavItem("nav.alerts", "/alerts", may_read_alerts, "alerts"),
     NavItem("nav.ota", "/ota", may_see_campaigns, "ota"),
+    NavItem("nav.prices", "/prices", may_read_prices, "prices"),
+    NavItem("nav.labels", "/labels", may_read_prices, "labels"),
     NavItem("nav.reports", "/reports", may_read_reports, "reports"),
     NavItem("nav.vendors", "/admin/vendors", may_admin, "vendors"),
 ]

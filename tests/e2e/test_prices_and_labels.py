@@ -1,0 +1,225 @@
+"""Prices and shelf-label pages against simulated devices on their real protocols (issues 8 and 10).
+
+The market floor is `simulators.MarketSimulation` — the same simulators `marketfleet simulate` runs and
+tests/integration/simulators drive: an ESL base station observing its commands over CoAP with OSCORE, two shelf
+labels that decode the frames it relays (`retail.esl_codec.LabelScreen`) and a scale on MQTT that keeps the
+PLU table it is sent. What a label shows is read from its decoded pixels (`retail.render.read_price`), as the
+retail integration tests do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from rich.console import Console
+
+from fleet.models import Vendor
+from fleet.schemas import DeviceCreate, StallCreate, VendorCreate
+from retail.models import PriceChange, PriceSource, Product, ShelfLabel
+from retail.render import LabelSpec, price_box, read_price
+from simulators import Emission, Endpoints, MarketSimulation, SimulatedDevice
+from tests.e2e.conftest import Site, eventually, sign_in
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+
+SPEC = LabelSpec(296, 128, "bwr")  # the simulated label's panel (simulators/generators.py EslGenerator)
+WITHIN = 60.0  # a bound on waiting for the devices (the machine may be loaded), not a timing assertion
+
+
+@dataclass
+class Floor:
+    sim: MarketSimulation
+    station: SimulatedDevice
+    labels: list[SimulatedDevice]
+    scale: SimulatedDevice
+    products: dict[str, Product]  # by PLU code
+
+    def shown_price(self, label: SimulatedDevice) -> Decimal | None:
+        image = label.generator.screen.image  # type: ignore[attr-defined]
+        return read_price(image, price_box(SPEC)) if image is not None else None
+
+    def scale_price(self, code: str) -> float | None:
+        entry = next((e for e in self.scale.state.get("plu", []) if e["product_code"] == code), None)
+        return entry["unit_price"] if entry else None
+
+
+async def _product(site: Site, market: str, stall: str, code: str, name: str, price: str) -> Product:
+    retail = site.platform.services["retail"]
+    fields = {"stall_no": stall, "code": code, "name": name, "price": Decimal(price), "unit": "kg", "origin": "寿光"}
+    return await retail.prices.create_product(market, fields, "test-setup", PriceSource.API)
+
+
+@pytest.fixture(scope="module")
+async def floor(site: Site, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Floor]:
+    registry = site.platform.registry
+    stalls = (("FT01", "A01", "王记蔬菜"), ("FT01", "B02", "李记肉铺"), ("NS02", "C03", "张记粮油"))
+    for market, number, holder in stalls:
+        await registry.create_stall(market, StallCreate(number=number, holder_name=holder))
+    await registry.create_vendor(VendorCreate(code="eslco", name="ESL Co"))
+    rows = [DeviceCreate(serial="BS001", kind="esl_base_station", market="FT01"),  # type: ignore[arg-type]
+            DeviceCreate(serial="EL001", kind="esl", market="FT01", stall="A01"),  # type: ignore[arg-type]
+            DeviceCreate(serial="EL002", kind="esl", market="FT01", stall="A01"),  # type: ignore[arg-type]
+            DeviceCreate(serial="SC001", kind="scale", market="FT01", stall="A01")]  # type: ignore[arg-type]
+    result = await registry.register_devices(await Vendor.get(code="eslco"), rows)
+    creds = [{"device_id": r.device_id, "secret": r.secret, "kind": row.kind, "market": "FT01"}
+             for r, row in zip(result.rows, rows, strict=True)]
+    products = {
+        "1001": await _product(site, "FT01", "A01", "1001", "西红柿", "6.80"),
+        "1002": await _product(site, "FT01", "A01", "1002", "黄瓜", "4.50"),
+        "2001": await _product(site, "FT01", "B02", "2001", "五花肉", "28.00"),
+        "3001": await _product(site, "NS02", "C03", "3001", "东北大米", "5.20"),
+    }
+    endpoints = Endpoints(mqtt_port=site.mqtt_port, coap_port=site.platform.services["coap"].port, api_url=site.url)
+    quiet = {"esl": 3600.0, "esl_base_station": 3600.0, "scale": 3600.0}  # no random readings, scans or price edits
+    sim = MarketSimulation(creds, endpoints, outbox_path=Path(tmp_path_factory.mktemp("floor")) / "outbox.sqlite3",
+                           console=Console(quiet=True), ack_timeout_s=5.0, intervals=quiet)
+    by_kind = {kind: [d for d in sim.devices if d.kind.value == kind] for kind in ("esl", "esl_base_station", "scale")}
+    station, labels, scale = by_kind["esl_base_station"][0], by_kind["esl"], by_kind["scale"][0]
+    for label in labels:  # in range of this station (the generator would otherwise name a made-up one)
+        label.generator.state["base_station_id"] = station.device_id
+    await sim.start()
+    try:
+        await eventually(_true(lambda: all(d.stats.acked >= 1 for d in sim.devices)), WITHIN)
+        # The base station reports the labels it hears (its `label_joined` events, over CoAP): their route.
+        station.emit([Emission("event", {"type": "label_joined", "label_id": label.device_id, "rssi_dbm": -55})
+                      for label in labels])
+
+        async def routed() -> bool:
+            ids = [label.device_id for label in labels]
+            return await ShelfLabel.filter(device_id__in=ids, base_station_id=station.device_id).count() == len(ids)
+
+        await eventually(routed, WITHIN)
+        yield Floor(sim, station, labels, scale, products)
+    finally:
+        await sim.stop(drain_s=2)
+        sim.close()
+
+
+def _true(predicate: Any) -> Any:
+    async def check() -> bool:
+        return bool(predicate())
+
+    return check
+
+
+async def _bind_on_page(page: Any, site: Site, label_id: str, product: Product) -> None:
+    await page.goto(f"{site.url}/labels?market=FT01")
+    row = page.locator(f"tr[data-label='{label_id}']")
+    await row.locator("select[name=product_id]").select_option(str(product.id))
+    await row.locator("button[data-action=bind]").click()
+    await page.wait_for_selector(f"tr[data-label='{label_id}'][data-product='{product.id}']")
+
+
+async def test_price_set_in_the_dashboard_shows_on_the_scale_and_the_label(site, new_page, floor: Floor) -> None:
+    label, product = floor.labels[0], floor.products["1001"]
+    page = await new_page()
+    await sign_in(page, site, "manny", next_path="/labels")  # a market manager of FT01
+    await _bind_on_page(page, site, label.device_id, product)
+    await eventually(_true(lambda: floor.shown_price(label) == Decimal("6.80")), WITHIN)
+
+    await page.goto(f"{site.url}/prices?market=FT01&stall=A01")
+    row = page.locator(f"tr[data-product='{product.id}']")
+    await row.locator("input[name=price]").fill("7.35")
+    await row.locator("button[data-action=set-price]").click()
+    await page.wait_for_selector(f"tr[data-product='{product.id}'] td[data-price='7.35']")
+    assert "7.35" in await page.inner_text("#flash [data-message]")
+
+    # The label shows it (its decoded pixels, relayed by its base station over CoAP) …
+    await eventually(_true(lambda: floor.shown_price(label) == Decimal("7.35")), WITHIN)
+    # … and the stall's scale holds it in its PLU table (sent over MQTT).
+    await eventually(_true(lambda: floor.scale_price("1001") == 7.35), WITHIN)
+
+    # The history says who did it and from where.
+    await page.locator(f"tr[data-product='{product.id}'] button[data-action=history]").click()
+    newest = page.locator("#history tr[data-change]").first
+    await newest.wait_for()
+    assert await newest.get_attribute("data-source") == "dashboard"
+    assert "user:manny" in await newest.inner_text()
+    change = await PriceChange.filter(product_id=product.id).order_by("-id").first()
+    assert change is not None and (change.source, change.actor, change.new_price) == (
+        PriceSource.DASHBOARD, "user:manny", Decimal("7.35"))
+
+    # And the label, once it confirmed, is shown as displaying it.
+    async def confirmed() -> bool:
+        row = await ShelfLabel.get(device_id=label.device_id)
+        return row.pending_sha256 is None and row.shown.get("0") == label.generator.screen.image.sha256  # type: ignore[attr-defined]
+
+    await eventually(confirmed, WITHIN)
+    await page.goto(f"{site.url}/labels?market=FT01")
+    assert await page.get_attribute(f"tr[data-label='{label.device_id}']", "data-state") == "shown"
+
+
+async def test_bind_preview_and_unbind_a_label_through_the_page(site, new_page, floor: Floor) -> None:
+    label, product = floor.labels[1], floor.products["1002"]
+    page = await new_page()
+    page.on("dialog", lambda dialog: asyncio.ensure_future(dialog.accept()))
+    await sign_in(page, site, "mia", next_path="/labels")
+    await _bind_on_page(page, site, label.device_id, product)
+    assert label.device_id in await page.inner_text("#flash [data-message]")
+    await eventually(_true(lambda: floor.shown_price(label) == Decimal("4.50")), WITHIN)
+
+    # What the label shows, as the platform renders it, page by page.
+    row = page.locator(f"tr[data-label='{label.device_id}']")
+    preview = row.locator("img[data-preview]")
+    await preview.wait_for()
+    assert await preview.evaluate("img => img.decode().then(() => img.naturalWidth)") == 296
+    await row.locator("select[data-preview-page]").select_option("3")
+    await page.wait_for_function(
+        "id => document.querySelector(`tr[data-label='${id}'] img[data-preview]`).src.endsWith('page=3')",
+        arg=label.device_id)
+    png = await page.request.get(f"{site.url}/labels/{label.device_id}/image.png?page=3")
+    assert png.status == 200 and (await png.body()).startswith(b"\x89PNG")
+
+    await row.locator("button[data-action=unbind]").click()
+    await page.wait_for_selector(f"tr[data-label='{label.device_id}'][data-state='unbound']")
+    assert (await ShelfLabel.get(device_id=label.device_id)).product_id is None  # type: ignore[attr-defined]
+
+
+async def test_a_bad_price_is_refused_with_a_clear_reason(site, new_page, floor: Floor) -> None:
+    product = floor.products["1002"]
+    page = await new_page()
+    await sign_in(page, site, "manny", next_path="/prices?market=FT01")
+    for typed, reason in (("-1", "9999.99"), ("abc", "6.80"), ("12345", "9999.99")):
+        row = page.locator(f"tr[data-product='{product.id}']")
+        await row.locator("input[name=price]").fill(typed)
+        async with page.expect_response(lambda r: r.url.endswith(f"/prices/{product.id}/price")) as answer:
+            await row.locator("button[data-action=set-price]").click()
+        assert (await answer.value).status == 422
+        message = page.locator("#flash p.error[role=alert]")
+        await message.wait_for()
+        assert reason in await message.inner_text(), await message.inner_text()
+    assert (await Product.get(id=product.id)).price == Decimal("4.50")
+    assert await page.get_attribute(f"tr[data-product='{product.id}'] td[data-price]", "data-price") == "4.50"
+
+
+async def test_people_change_prices_only_where_their_role_and_markets_allow(site, new_page, floor: Floor) -> None:
+    other_market = floor.products["3001"]  # NS02: not one of manny's markets
+    bound_before = (await ShelfLabel.get_or_none(device_id=floor.labels[0].device_id))
+    page = await new_page()
+    await sign_in(page, site, "manny", next_path="/prices?market=NS02")
+    assert "NS02" not in await page.inner_text("select[name=market]")
+    assert await page.locator(f"tr[data-product='{other_market.id}']").count() == 0
+    refused = await page.request.post(f"{site.url}/prices/{other_market.id}/price",
+                                      form={"price": "1.00", "market": "NS02"})
+    assert refused.status == 404
+    assert (await page.request.get(f"{site.url}/prices/{other_market.id}/history")).status == 404
+
+    # A (hardware) vendor account has no price or label pages at all, like /api/v1/retail.
+    vendor = await new_page()
+    await sign_in(vendor, site, "vera")
+    assert await vendor.locator("nav.main-nav a[href='/prices']").count() == 0
+    assert (await vendor.goto(f"{site.url}/prices")).status == 403
+    assert (await vendor.goto(f"{site.url}/labels")).status == 403
+    mine = floor.products["2001"]
+    assert (await vendor.request.post(f"{site.url}/prices/{mine.id}/price", form={"price": "1.00"})).status == 403
+    assert (await vendor.request.post(f"{site.url}/labels/{floor.labels[0].device_id}/unbind")).status == 403
+    assert (await Product.get(id=other_market.id)).price == Decimal("5.20")
+    assert (await Product.get(id=mine.id)).price == Decimal("28.00")
+    bound_after = await ShelfLabel.get_or_none(device_id=floor.labels[0].device_id)
+    assert (bound_after and bound_after.product_id) == (bound_before and bound_before.product_id)  # type: ignore[attr-defined]
