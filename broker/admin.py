@@ -25,6 +25,7 @@ from broker.schemas import (
     ReasonCount,
 )
 from fleet.models import Device
+from telemetry import spool_status
 
 if TYPE_CHECKING:
     from broker.service import BrokerService
@@ -128,13 +129,17 @@ async def presence(
     return PresencePage(online=online_count, total=total, items=items)
 
 
-async def ingest_metrics(service: BrokerService | None, markets: Collection[str] | None = None) -> IngestMetrics:
+async def ingest_metrics(service: BrokerService | None, markets: Collection[str] | None = None,
+                         store: object = None) -> IngestMetrics:
     dead = await dead_letter_counts(markets)
+    spool = spool_status(service.store if service is not None else store)
+    spool_info = spool.as_dict() if spool is not None else None
     if service is None:  # the API-only role: no broker in this process
-        return IngestMetrics(mode="none", ingest={}, dead_letters=dead, presence={})
+        return IngestMetrics(mode="none", ingest={}, dead_letters=dead, presence={}, telemetry_spool=spool_info)
     stats: dict[str, Any] = service.stats()
     return IngestMetrics(
         mode=service.params.mode, ingest=stats["ingest"], dead_letters=dead,
         presence={"online": service.presence.online_count(), "changes": int(stats["presence_changes"])},
         broker=stats.get("broker"), workers=stats.get("workers"), bus_dropped=stats.get("bus_dropped", {}),
+        telemetry_spool=spool_info,
     )

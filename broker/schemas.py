@@ -59,6 +59,9 @@ class IngestMetrics(BaseModel):
     broker: dict[str, Any] | None = Field(default=None, description="embedded broker: sessions, subscriptions…")
     workers: dict[str, Any] | None = Field(default=None, description="external mode: per ingest worker")
     bus_dropped: dict[str, int] = Field(default_factory=dict, description="events a slow subscriber lost")
+    telemetry_spool: dict[str, Any] | None = Field(
+        default=None, description="InfluxDB write spool of this process: bytes, max_bytes, fill_percent, batches, "
+        "refused (writes refused while full), refusing, spooling; absent for SQLite telemetry")
 
 
 class EmqxAuthRequest(BaseModel):

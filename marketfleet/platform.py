@@ -71,6 +71,7 @@ def build_store(settings: Settings) -> TelemetryStore:
             "influxdb", url=t.url, database=t.database, username=t.username or None,
             password=t.password.get_secret_value() or None, retention=t.retention,
             spool_dir=str(settings.data_dir / "telemetry-spool"), max_batch=t.batch_size,
+            max_spool_bytes=t.spool_max_bytes, spool_segment_bytes=min(16 << 20, t.spool_max_bytes // 8),
         )
     return open_store("sqlite", path=settings.telemetry_sqlite_path, retention_days=t.retention_days)
 

@@ -39,6 +39,8 @@ class InfluxTelemetrySettings(BaseModel):
     retention: str = "156w"  # SZ 6.11.2 b: keep three years
     batch_size: int = 5000
     flush_interval_s: float = 0.2
+    # Disk kept for writes while InfluxDB is away (docs/operations.md); when full, ingest refuses and alerts.
+    spool_max_bytes: int = Field(default=1 << 30, ge=64 * 1024)
 
 
 TelemetrySettings = Annotated[

@@ -18,16 +18,16 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tortoise.exceptions import IntegrityError
-from tortoise.expressions import F
+from tortoise.expressions import F, Q
 from tortoise.transactions import in_transaction
 
 from fleet.errors import Conflict, NotFound
 from rules.background import Repeating
 from rules.delivery import Outbox
 from rules.engine import RuleEngine, Transition
-from rules.language import Rule, severity_rank
+from rules.language import PLATFORM_CATEGORY, Rule, severity_rank
 from rules.models import Alert, AlertEvent, AlertStatus, RemovalTask, TaskStatus
-from rules.routing import Router
+from rules.routing import Router, in_markets
 from rules.schemas import AlertDetail, AlertEventPublic, AlertFilter, AlertPublic, RemovalTaskPublic
 from rules.stream import AlertStream
 
@@ -237,7 +237,7 @@ class AlertBook:
 
     async def _get(self, alert_id: int, markets: frozenset[str] | None) -> Alert:
         alert = await Alert.get_or_none(id=alert_id)
-        if alert is None or (markets is not None and alert.market not in markets):
+        if alert is None or not in_markets(alert.market, alert.category, markets):
             raise NotFound(f"alert {alert_id} not found")
         return alert
 
@@ -311,8 +311,8 @@ class AlertBook:
                 rows = rows.filter(**{name: value})
         if query.since is not None:
             rows = rows.filter(opened_at__gte=query.since)
-        if markets is not None:
-            rows = rows.filter(market__in=sorted(markets))
+        if markets is not None:  # platform alerts concern every market (rules.routing.in_markets)
+            rows = rows.filter(Q(market__in=sorted(markets)) | Q(category=PLATFORM_CATEGORY))
         found = await rows.order_by("-opened_at", "-id").offset(query.offset).limit(query.limit)
         return [AlertPublic.model_validate(a) for a in found]
 

@@ -257,7 +257,7 @@ class RuleEngine:
                 self._offline.append(compiled)
                 continue
             if compiled.evaluate is None:
-                continue  # scheduled (metrology): fed by apply_snapshot()
+                continue  # checked by the service (metrology, telemetry_spool): fed by apply_snapshot/apply_check
             kind = scope.kind.value if scope.kind else None
             channel = scope.channel if kind or compiled.ctype != "missing" else None
             for market in scope.markets or [None]:
@@ -384,6 +384,22 @@ class RuleEngine:
         for key, st in list(compiled.states.items()):
             if key[1] not in matches:
                 self._step(compiled, key, st, -1, st.value, at, "scale", st.payload or {}, None, st.market)
+
+    def apply_check(self, rule_id: str, element: str, holds: bool, value: Any, context: dict[str, Any],
+                    at: float) -> None:
+        """A periodic check's verdict on one element (e.g. this process's telemetry spool). Unlike
+        `apply_snapshot`, other elements stay as they are: several processes each check their own element
+        of the same rule. While it keeps holding, nothing is recorded again (no repeat per check)."""
+        compiled = self._rules.get(rule_id)
+        if compiled is None:
+            return
+        key = ("", element)
+        st = compiled.states.get(key)
+        if holds:
+            verdict = 1 if st is None or st.phase == CLEARING else 0
+        else:
+            verdict = -1
+        self._step(compiled, key, st, verdict, value, at, None, context, None, None)
 
     def release(self, rule_id: str, device_id: str, element: str) -> None:
         """The alert was resolved by hand: forget the key, so the next occurrence opens a new alert."""

@@ -31,7 +31,9 @@ from rules.paths import FieldSpec, PathError, event_types, field_names, models_f
 
 __all__ = [
     "CATEGORIES",
+    "CHECKED_CONDITIONS",
     "CONDITION_TYPES",
+    "PLATFORM_CATEGORY",
     "SEVERITIES",
     "Baseline",
     "Category",
@@ -47,6 +49,7 @@ __all__ = [
     "Rule",
     "Scope",
     "Severity",
+    "TelemetrySpool",
     "Threshold",
     "describe_errors",
     "severity_rank",
@@ -55,8 +58,10 @@ __all__ = [
 Severity = Literal["info", "warning", "critical"]
 SEVERITIES: tuple[str, ...] = ("info", "warning", "critical")
 # What an alert is about; roles are allowed categories (rules/routing.py), people narrow them further.
-Category = Literal["safety", "device", "trade", "data_quality", "crowd"]
-CATEGORIES: tuple[str, ...] = ("safety", "device", "trade", "data_quality", "crowd")
+# `platform`: about the platform itself (its telemetry spool), hence about every market at once.
+Category = Literal["safety", "device", "trade", "data_quality", "crowd", "platform"]
+CATEGORIES: tuple[str, ...] = ("safety", "device", "trade", "data_quality", "crowd", "platform")
+PLATFORM_CATEGORY = "platform"
 RecipientRole = Literal["admin", "maintainer", "manager"]
 
 
@@ -163,10 +168,46 @@ class Metrology(_Strict):
     unregistered: bool = True  # a scale with no verification record at all counts as overdue
 
 
+class TelemetrySpool(_Strict):
+    """The platform's own InfluxDB write spool (telemetry/spool.py), checked by the rules service every few seconds.
+
+    `full`: the spool refuses writes (ingest is back-pressured: devices keep their data and retry); it clears
+    once the spool drained below `clear_percent` (default 90) of its limit. `filling`: at `percent` (default 80)
+    of the limit or more; clears below `clear_percent` (default `percent` − 10). One alert per spool and state.
+    """
+
+    type: Literal["telemetry_spool"]
+    state: Literal["full", "filling"] = "filling"
+    percent: float | None = Field(default=None, gt=0, le=100)
+    clear_percent: float | None = Field(default=None, ge=0, lt=100)
+
+    @model_validator(mode="after")
+    def _levels(self) -> TelemetrySpool:
+        if self.state == "full" and self.percent is not None:
+            raise ValueError("percent: a 'full' spool is one that refuses writes; percent is for state 'filling'")
+        if self.clear_percent is not None and self.clear_percent >= self.fire_percent:
+            raise ValueError(f"clear_percent: must be below {self.fire_percent:g} (the level that opens the alert)")
+        return self
+
+    @property
+    def fire_percent(self) -> float:
+        return 100.0 if self.state == "full" else self.percent if self.percent is not None else 80.0
+
+    @property
+    def clear_below(self) -> float:
+        if self.clear_percent is not None:
+            return self.clear_percent
+        return 90.0 if self.state == "full" else max(self.fire_percent - 10.0, 0.0)
+
+
 Condition = Annotated[
-    Threshold | Range | ChangeRate | Missing | Offline | Match | Baseline | Metrology, Field(discriminator="type")
+    Threshold | Range | ChangeRate | Missing | Offline | Match | Baseline | Metrology | TelemetrySpool,
+    Field(discriminator="type"),
 ]
-CONDITION_TYPES = ("threshold", "range", "change_rate", "missing", "offline", "match", "baseline", "metrology")
+CONDITION_TYPES = ("threshold", "range", "change_rate", "missing", "offline", "match", "baseline", "metrology",
+                   "telemetry_spool")
+# Conditions the rules service checks itself (scheduled or periodic), not fed by envelopes.
+CHECKED_CONDITIONS = ("offline", "metrology", "telemetry_spool")
 _PAYLOAD_CONDITIONS = {"threshold", "range", "change_rate", "match", "baseline"}
 
 
@@ -200,6 +241,7 @@ _EXTRA_PLACEHOLDERS: dict[str, set[str]] = {
     "match": set(),
     "baseline": {"baseline", "deviation_pct", "samples"},
     "metrology": {"owner", "holder", "stall", "count", "devices", "due_on"},
+    "telemetry_spool": {"host", "directory", "fill_percent", "spool_bytes", "max_bytes", "batches", "refused"},
 }
 _DEFAULT_MESSAGES = {
     "threshold": "{rule_name}: {device_id} {field} = {value} ({op} {threshold})",
@@ -210,6 +252,8 @@ _DEFAULT_MESSAGES = {
     "match": "{rule_name}: {device_id}",
     "baseline": "{rule_name}: {device_id} {field} = {value}, {deviation_pct} % from the median {baseline}",
     "metrology": "{rule_name}: {owner}: {count} scale(s) ({devices}), due {due_on}",
+    "telemetry_spool": "{rule_name}: {host} spool {directory} at {fill_percent} % of {max_bytes} bytes "
+                       "({batches} batches waiting for InfluxDB)",
 }
 
 
@@ -282,6 +326,8 @@ def _check_rule(rule: Rule) -> None:
         problems.append("scope.kind: a missing condition with a field needs a kind")
     if isinstance(cond, Metrology) and kind not in (None, DeviceKind.SCALE):
         problems.append("scope.kind: metrology rules are about scales")
+    if isinstance(cond, TelemetrySpool) and (kind is not None or scope.markets or scope.devices or scope.labels):
+        problems.append("scope: a telemetry_spool rule watches the platform itself; leave its scope empty")
     if isinstance(cond, Missing) and cond.after <= timedelta(0):
         problems.append("condition.after: must be longer than 0s")
     if problems:
@@ -301,7 +347,7 @@ def _check_rule(rule: Rule) -> None:
         fields_seen[loc] = spec
         return spec
 
-    if kind is not None and cond.type not in ("offline", "metrology"):
+    if kind is not None and cond.type not in CHECKED_CONDITIONS:
         try:
             models_for(kind, channel, scope.event_type)
         except PathError as err:
@@ -395,7 +441,7 @@ def _check_template(rule: Rule, array: str | None) -> None:
     if isinstance(cond, ChangeRate):
         allowed.add("per")
     kind = rule.scope.kind
-    if kind is not None and cond.type not in ("offline", "metrology"):
+    if kind is not None and cond.type not in CHECKED_CONDITIONS:
         names = field_names(kind, Channel(rule.scope.channel), rule.scope.event_type)
         for name in names:
             if "[]." in name:

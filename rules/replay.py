@@ -18,7 +18,7 @@ from fleet.errors import InvalidRequest
 from fleet.kinds import Channel, DeviceKind
 from rules.alerts import render_message
 from rules.engine import RuleEngine
-from rules.language import Rule
+from rules.language import CHECKED_CONDITIONS, Rule
 from rules.paths import field_names
 from rules.schemas import DryRunFiring, DryRunResult
 from telemetry import Reading, TelemetryStore
@@ -29,7 +29,7 @@ __all__ = ["dry_run", "envelopes_from_store", "replay_devices"]
 async def dry_run(rule: Rule, envelopes: AsyncIterable[Envelope], *, sample: int = 50,
                   devices: dict[str, tuple[str | None, dict[str, str]]] | None = None,
                   start: datetime | None = None, end: datetime | None = None) -> DryRunResult:
-    if rule.condition.type in ("offline", "metrology"):
+    if rule.condition.type in CHECKED_CONDITIONS:
         raise InvalidRequest(f"dry-run replays readings; a {rule.condition.type} rule does not read them")
     now = [start.timestamp() if start else 0.0]
     engine = RuleEngine([rule.model_copy(update={"enabled": True})], clock=lambda: now[0], track_sequences=False)

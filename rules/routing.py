@@ -9,23 +9,23 @@ carry every change; a subscriber that names a recipient sees only what routes to
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from rules.language import CATEGORIES, severity_rank
+from rules.language import CATEGORIES, PLATFORM_CATEGORY, severity_rank
 from rules.models import Delivery, DeliveryStatus, Recipient
 from rules.schemas import Preferences
 
-__all__ = ["CHANNEL_EVENTS", "ROLE_CATEGORIES", "RecipientView", "Router", "alert_topic"]
+__all__ = ["CHANNEL_EVENTS", "ROLE_CATEGORIES", "RecipientView", "Router", "alert_topic", "in_markets"]
 
 # What each role may receive at all; people narrow it with their preferences, never widen it.
 ROLE_CATEGORIES: dict[str, set[str]] = {
     "admin": set(CATEGORIES),
     "manager": set(CATEGORIES),
-    "maintainer": {"device", "data_quality"},
+    "maintainer": {"device", "data_quality", PLATFORM_CATEGORY},
 }
 # Which alert changes each channel carries: e-mail only what needs a person to act.
 CHANNEL_EVENTS: dict[str, set[str]] = {
@@ -34,6 +34,12 @@ CHANNEL_EVENTS: dict[str, set[str]] = {
     "mqtt": {"opened", "escalated", "acknowledged", "resolved"},
     "sse": {"opened", "escalated", "acknowledged", "assigned", "commented", "resolved"},
 }
+
+
+def in_markets(market: str | None, category: str | None, markets: Collection[str] | None) -> bool:
+    """Whether an alert falls inside a market scope (None: every market). A platform alert (e.g. the telemetry
+    spool is full) has no market because it concerns them all: every scope includes it."""
+    return markets is None or category == PLATFORM_CATEGORY or (market is not None and market in markets)
 
 
 def alert_topic(market: str | None, severity: str) -> str:
@@ -61,14 +67,15 @@ class RecipientView:
         if alert.get("category") not in ROLE_CATEGORIES.get(self.role, set()):
             return False
         market = alert.get("market")
-        if self.markets and market not in self.markets:
+        platform = alert.get("category") == PLATFORM_CATEGORY  # about every market: no market narrows it away
+        if self.markets and market not in self.markets and not platform:
             return False
         prefs = self.preferences
         if prefs.severities and alert.get("severity") not in prefs.severities:
             return False
         if prefs.kinds and alert.get("kind") not in prefs.kinds:
             return False
-        if prefs.markets and market not in prefs.markets:
+        if prefs.markets and market not in prefs.markets and not platform:
             return False
         return not (prefs.categories and alert.get("category") not in prefs.categories)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
@@ -29,7 +30,7 @@ from rules.background import Repeating
 from rules.checks import load_devices, metrology_matches, sweep_presence
 from rules.delivery import Outbox, Publish, SmtpSettings
 from rules.engine import RuleEngine
-from rules.language import Metrology, Rule, describe_errors
+from rules.language import Metrology, Rule, TelemetrySpool, describe_errors
 from rules.mirror import AlertMirror
 from rules.models import Alert, AlertStatus, Delivery, DeliveryStatus, JobRun, Recipient, RuleRecord
 from rules.packs import BUILTIN_PACK, RuleError, dump_pack, load_pack, parse_pack, parse_rule
@@ -40,7 +41,7 @@ from rules.scheduler import DEFAULT_SCHEDULES, JobSchedule, RulesScheduler
 from rules.schemas import KEEP_SECRET, DryRunResult, MyNotifications, RecipientCreate, RecipientPublic
 from rules.state import StateStore
 from rules.stream import AlertStream
-from telemetry import TelemetryStore
+from telemetry import SpoolStatus, TelemetryStore, spool_status
 
 __all__ = ["RulePublic", "RulesService", "RulesSettings", "setup"]
 
@@ -68,6 +69,7 @@ class RulesSettings(BaseModel):
     alert_flush_s: float = 0.2
     escalation_check_s: float = 15.0
     device_refresh_s: float = 300.0
+    spool_check_s: float = 5.0  # how often the telemetry_spool rules look at this process's InfluxDB spool
     report_dir: Path | None = None  # {data_dir}/reports/data-quality when empty
 
 
@@ -134,6 +136,9 @@ class RulesService:
             Repeating(self._escalate, settings.escalation_check_s, "rules-escalation"),
             Repeating(self.refresh_devices, settings.device_refresh_s, "rules-devices"),
         ]
+        if spool_status(telemetry) is not None:
+            self._loops.append(Repeating(self.check_telemetry_spool, settings.spool_check_s, "rules-spool-check"))
+        self._spool_refused = 0
         self._feeds: list[tuple[AsyncIterable[Any], asyncio.Task[None]]] = []
         self.mirror: AlertMirror | None = None
         self._started = False
@@ -497,6 +502,38 @@ class RulesService:
                 lines.append(f"{rule_id}: {len(matches)} owners")
         await self.alerts.apply_pending()
         return "; ".join(lines) or "no metrology rules"
+
+    async def check_telemetry_spool(self, status: SpoolStatus | None = None) -> int:
+        """Feed the telemetry_spool rules this process's spool level; returns how many of them hold.
+
+        The element is this host and spool directory, so each ingest process of a scale-out deployment has its
+        own alert per state; a refused write between two checks counts as full even if a smaller one fit later.
+        """
+        status = status or spool_status(self.telemetry)
+        if status is None:
+            return 0
+        refused_since = status.refused > self._spool_refused
+        self._spool_refused = status.refused
+        host = socket.gethostname()
+        element = f"{host}:{status.directory}"
+        context = {"host": host, "directory": status.directory, "fill_percent": status.fill_percent,
+                   "spool_bytes": status.bytes, "max_bytes": status.max_bytes, "batches": status.batches,
+                   "refused": status.refused}
+        at = datetime.now(UTC).timestamp()
+        holding = 0
+        for rule_id, compiled in list(self.engine.rules.items()):
+            cond = compiled.rule.condition
+            if not isinstance(cond, TelemetrySpool):
+                continue
+            firing = self.engine.state_of(rule_id, "", element) in ("firing", "clearing")
+            if cond.state == "full":
+                opens = status.refusing or refused_since
+            else:
+                opens = status.fill_percent >= cond.fire_percent
+            holds = opens or (firing and status.fill_percent >= cond.clear_below)
+            holding += holds
+            self.engine.apply_check(rule_id, element, holds, status.fill_percent, context, at)
+        return holding
 
     async def data_quality_report(self, market: str, day: date, *, take_gaps: bool = False) -> DataQualityReport:
         if not await Market.exists(code=market):

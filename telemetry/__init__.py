@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from telemetry.influx import InfluxStore
 from telemetry.reading import Aggregate, FieldValue, Reading
-from telemetry.spool import SpoolFull
+from telemetry.spool import SpoolFull, SpoolStatus
 from telemetry.sqlite import SqliteStore
 from telemetry.store import (
     DownsampleEvery,
@@ -33,13 +33,21 @@ __all__ = [
     "InfluxStore",
     "Reading",
     "SpoolFull",
+    "SpoolStatus",
     "SqliteStore",
     "StoreUnavailable",
     "TelemetryError",
     "TelemetryStore",
     "WriteRejected",
     "open_store",
+    "spool_status",
 ]
+
+
+def spool_status(store: object) -> SpoolStatus | None:
+    """The write spool's fill level of a store that has one (InfluxStore), else None."""
+    status = getattr(store, "spool_status", None)
+    return status() if callable(status) else None
 
 
 def open_store(kind: Literal["sqlite", "influxdb"], **options: Any) -> TelemetryStore:

@@ -38,7 +38,7 @@ import httpx
 from telemetry import influxql
 from telemetry.influxql import quote_ident, quote_string
 from telemetry.reading import Aggregate, Reading, from_epoch_ns, to_epoch_us
-from telemetry.spool import Spool
+from telemetry.spool import Spool, SpoolFull, SpoolStatus
 from telemetry.store import DownsampleEvery, StoreUnavailable, TelemetryError, WriteRejected
 
 __all__ = ["InfluxStore"]
@@ -122,6 +122,8 @@ class InfluxStore:
         self._replayer: asyncio.Task[None] | None = None
         self.rejected_batches = 0
         self.replayed_batches = 0
+        self.refused_batches = 0  # SpoolFull: nothing written, the caller was told to retry later
+        self._refusing = False
 
     # ------------------------------------------------------------------ metrics
 
@@ -139,6 +141,16 @@ class InfluxStore:
     def spooling(self) -> bool:
         """True while writes go to the spool (InfluxDB unreachable, or a backlog is replaying)."""
         return self._spooling
+
+    def spool_status(self) -> SpoolStatus | None:
+        """The spool's fill level (None without a spool): metrics and the `telemetry_spool` alert read it."""
+        if self._spool is None or self.spool_dir is None:
+            return None
+        return SpoolStatus(
+            directory=str(self.spool_dir.resolve()), bytes=self._spool.pending_bytes,
+            max_bytes=self._spool.max_bytes, batches=self._spool.pending_records, refused=self.refused_batches,
+            refusing=self._refusing, spooling=self._spooling,
+        )
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -353,8 +365,13 @@ class InfluxStore:
         assert self._spool is not None
         try:
             await asyncio.to_thread(self._spool.append, body.encode())
+        except SpoolFull:
+            self.refused_batches += 1
+            self._refusing = True
+            raise
         except OSError as err:
             raise StoreUnavailable(f"cannot write the telemetry spool {self.spool_dir}: {err}") from err
+        self._refusing = False
 
     def _enter_spooling(self) -> None:
         self._spooling = True
@@ -374,7 +391,7 @@ class InfluxStore:
                 async with self._lock:
                     batch = await asyncio.to_thread(spool.peek, 4 << 20)
                     if batch is None:
-                        self._spooling = False
+                        self._spooling = self._refusing = False
                         self._drained.set()
                         log.info("telemetry spool drained; writing to InfluxDB directly again")
                         return

@@ -39,6 +39,7 @@ __all__ = [
     "Spool",
     "SpoolBatch",
     "SpoolFull",
+    "SpoolStatus",
     "decode_records",
     "encode_record",
 ]
@@ -54,6 +55,28 @@ _SUFFIX: Final = ".seg"
 
 class SpoolFull(StoreUnavailable):
     """Appending would take the spool past its size limit (back-pressure, nothing was written)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SpoolStatus:
+    """How full a store's write spool is, for metrics and the rules' `telemetry_spool` check."""
+
+    directory: str
+    bytes: int  # on disk now
+    max_bytes: int  # the limit past which appends are refused
+    batches: int  # waiting for the backend
+    refused: int  # appends refused for lack of room since the store started
+    refusing: bool  # the latest append was refused (back-pressure on ingest now)
+    spooling: bool  # writes go to the spool (backend unreachable, or a backlog replaying)
+
+    @property
+    def fill_percent(self) -> float:
+        return round(100.0 * self.bytes / self.max_bytes, 1)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"directory": self.directory, "bytes": self.bytes, "max_bytes": self.max_bytes,
+                "fill_percent": self.fill_percent, "batches": self.batches, "refused": self.refused,
+                "refusing": self.refusing, "spooling": self.spooling}
 
 
 def encode_record(payload: bytes) -> bytes:

@@ -192,8 +192,11 @@ async def alert_events(
     if service is None:
         return Response(status_code=204)
 
+    from rules.routing import in_markets  # platform alerts (no market) concern every market
+
     def accept(message: dict[str, Any]) -> bool:
         where = message["alert"].get("market")
-        return principal.sees_market(where) and (not market or where == market)
+        in_scope = in_markets(where, message["alert"].get("category"), principal.markets)
+        return in_scope and (not market or where == market)
 
     return alert_event_stream(service.stream.subscribe(accept))

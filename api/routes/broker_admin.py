@@ -78,8 +78,9 @@ async def presence(
 @router.get("/metrics", response_model=IngestMetrics)
 async def metrics(who: FleetRead, ctx: ContextDep) -> IngestMetrics:
     """Ingest counters of this process (uplinks, stored, duplicates, rejected by reason), dead letters by reason,
-    presence, and the broker's sessions/subscriptions (embedded) or workers (external)."""
-    return await admin.ingest_metrics(_service(ctx), who.markets)
+    presence, the broker's sessions/subscriptions (embedded) or workers (external), and the InfluxDB write spool's
+    fill level (`telemetry_spool`)."""
+    return await admin.ingest_metrics(_service(ctx), who.markets, store=ctx.services.get("store"))
 
 
 def _service_account(ctx: Any) -> tuple[str, str]:

@@ -22,6 +22,7 @@ from fleet.errors import InvalidRequest, NotFound
 from rules.language import Severity
 from rules.packs import RuleError
 from rules.reports import report_csv, report_html
+from rules.routing import in_markets
 from rules.schemas import (
     AlertDetail,
     AlertFilter,
@@ -166,7 +167,7 @@ async def alert_stream(
 
     def accept(message: dict[str, Any]) -> bool:
         alert = message["alert"]
-        if not who.sees_market(alert.get("market")):
+        if not in_markets(alert.get("market"), alert.get("category"), who.markets):
             return False
         if market is not None and alert.get("market") != market:
             return False

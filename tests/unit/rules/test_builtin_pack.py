@@ -119,7 +119,7 @@ CASES: dict[str, tuple[list[Step], list[Step]]] = {
         [("env", 0, "camera", {"type": "detection", "category": "no_mask", "zone": "hall", "confidence": 0.9})],
     ),
 }
-SCHEDULED = {"metrology-overdue", "metrology-due-soon"}
+SCHEDULED = {"metrology-overdue", "metrology-due-soon", "telemetry-spool-filling", "telemetry-spool-full"}
 
 
 def run(rule_id: str, steps: list[Step]) -> int:
