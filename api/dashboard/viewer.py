@@ -51,6 +51,11 @@ def may_read_reports(principal: Principal) -> bool:
     return principal.can(Permission.REPORTS_READ)
 
 
+def may_see_cameras(principal: Principal) -> bool:
+    """Cameras watch a market's people: its staff see them (fleet:read); vendors, who sell devices, do not."""
+    return principal.can(Permission.FLEET_READ)
+
+
 def may_see_campaigns(principal: Principal) -> bool:
     """Campaigns are fleet-wide operations: people who may change the fleet or run them see them."""
     return principal.can(Permission.FIRMWARE_WRITE)
@@ -72,6 +77,7 @@ NAV: list[NavItem] = [
     NavItem("nav.ota", "/ota", may_see_campaigns, "ota"),
     NavItem("nav.prices", "/prices", may_read_prices, "prices"),
     NavItem("nav.labels", "/labels", may_read_prices, "labels"),
+    NavItem("nav.cameras", "/cameras", may_see_cameras, "cameras"),
     NavItem("nav.reports", "/reports", may_read_reports, "reports"),
     NavItem("nav.vendors", "/admin/vendors", may_admin, "vendors"),
 ]

@@ -9,9 +9,9 @@ from tests.e2e.conftest import PASSWORD, sign_in
 pytestmark = pytest.mark.browser
 
 NAV = {
-    "ada": {"/overview", "/fleet", "/alerts", "/ota", "/reports", "/admin/vendors"},
-    "mia": {"/overview", "/fleet", "/alerts", "/ota", "/reports"},
-    "manny": {"/overview", "/fleet", "/alerts", "/reports"},
+    "ada": {"/overview", "/fleet", "/alerts", "/ota", "/cameras", "/reports", "/admin/vendors"},
+    "mia": {"/overview", "/fleet", "/alerts", "/ota", "/cameras", "/reports"},
+    "manny": {"/overview", "/fleet", "/alerts", "/cameras", "/reports"},
     "vera": {"/overview", "/fleet"},
 }
 
