@@ -9,7 +9,21 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from api.dashboard import admin, alerts, cameras, device, fleet, labels, ledger, live, ota, overview, prices, reports, signin
+from api.dashboard import (
+    admin,
+    alerts,
+    cameras,
+    device,
+    fleet,
+    labels,
+    ledger,
+    live,
+    ota,
+    overview,
+    prices,
+    reports,
+    signin,
+)
 
 router = APIRouter(include_in_schema=False)
 for _module in (signin, overview, fleet, device, alerts, ota, prices, labels, ledger, cameras, reports, admin, live):

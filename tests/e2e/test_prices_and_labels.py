@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,47 @@ async def _product(site: Site, market: str, stall: str, code: str, name: str, pr
     retail = site.platform.services["retail"]
     fields = {"stall_no": stall, "code": code, "name": name, "price": Decimal(price), "unit": "kg", "origin": "寿光"}
     return await retail.prices.create_product(market, fields, "test-setup", PriceSource.API)
+
+
+async def stock_the_shop(site: Site) -> None:
+    """A market's produce at work, for the screenshots (tests/e2e/test_screenshots.py): stalls, products, a
+    promotion coming, a price changed on the dashboard, labels a base station reports and two of them bound.
+    No device answers here, so the bound labels stay "sent, waiting for the label to confirm"."""
+    retail = site.platform.services["retail"]
+    registry = site.platform.registry
+    if await Product.filter(market_id="FT01", code="1001").exists():
+        return
+    for number, holder in (("A01", "王记蔬菜"), ("B02", "李记肉铺")):
+        await registry.create_stall("FT01", StallCreate(number=number, holder_name=holder))
+    goods = [("A01", "1001", "西红柿", "6.80"), ("A01", "1002", "黄瓜", "4.50"), ("A01", "1003", "土豆", "2.60"),
+             ("A01", "1004", "大白菜", "1.90"), ("B02", "2001", "五花肉", "28.00"), ("B02", "2002", "猪排骨", "36.00")]
+    products = {code: await _product(site, "FT01", stall, code, name, price) for stall, code, name, price in goods}
+    await retail.prices.update(products["1001"], {"price": Decimal("7.20")}, "user:manny", PriceSource.DASHBOARD)
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1)
+    await retail.prices.schedule(products["1002"], start, Decimal("4.50"), Decimal("3.99"), "限时特价", "user:manny")
+    await registry.create_vendor(VendorCreate(code="eslco", name="ESL Co"))
+    rows = [DeviceCreate(serial="BS001", kind="esl_base_station", market="FT01")]  # type: ignore[arg-type]
+    rows += [DeviceCreate(serial=f"EL{n:03d}", kind="esl", market="FT01", stall="A01")  # type: ignore[arg-type]
+             for n in range(1, 4)]
+    ids = [r.device_id for r in (await registry.register_devices(await Vendor.get(code="eslco"), rows)).rows]
+    station, labels = ids[0], ids[1:]
+    for n, label in enumerate(labels):
+        await retail.labels.roamed(label, station, -58 - 4 * n)  # what the station's `label_joined` reports
+        await retail.labels.seen(label, battery_pct=96.0 - 11 * n)
+    await retail.labels.bind(labels[0], products["1001"], actor="user:manny")
+    await retail.labels.bind(labels[1], products["1002"], actor="user:manny")
+    # A morning's sales as the scales report them (the ledger's own entry point); one total is wrong.
+    scale = (await registry.register_devices(await Vendor.get(code="eslco"), [
+        DeviceCreate(serial="SC001", kind="scale", market="FT01", stall="A01")])).rows[0].device_id  # type: ignore[arg-type]
+    now = datetime.now(UTC).replace(microsecond=0)
+    sales = [("1001", "西红柿", 1.25, 7.2, 9.0), ("1002", "黄瓜", 0.8, 4.5, 3.6), ("1003", "土豆", 2.5, 2.6, 6.5),
+             ("1004", "大白菜", 3.1, 1.9, 5.89), ("1001", "西红柿", 0.6, 7.2, 14.32)]
+    for n, (code, name, kg, unit, total) in enumerate(sales):
+        sold = now - timedelta(minutes=7 * (len(sales) - n))
+        await retail.ledger.record(scale, {
+            "order_no": f"A01-{n + 1:04d}", "time": sold.isoformat(), "market_code": "FT01", "stall_no": "A01",
+            "scale_id": scale, "product_code": code, "product_name": name, "weight_kg": kg, "unit_price": unit,
+            "total": total}, received_at=sold + timedelta(seconds=1))
 
 
 @pytest.fixture(scope="module")
@@ -223,3 +265,35 @@ async def test_people_change_prices_only_where_their_role_and_markets_allow(site
     assert (await Product.get(id=mine.id)).price == Decimal("28.00")
     bound_after = await ShelfLabel.get_or_none(device_id=floor.labels[0].device_id)
     assert (bound_after and bound_after.product_id) == (bound_before and bound_before.product_id)  # type: ignore[attr-defined]
+
+
+async def test_the_days_sales_per_stall_show_abnormal_orders_and_the_metrology_list_the_scale(
+    site, new_page, floor: Floor
+) -> None:
+    scale, now = floor.scale, datetime.now(UTC)
+    sale = {"type": "transaction", "time": now.isoformat(), "market_code": "FT01", "stall_no": "A01",
+            "scale_id": scale.device_id, "product_code": "1002", "product_name": "黄瓜", "weight_kg": 2.0,
+            "unit_price": 4.5}
+    scale.emit([Emission("event", {**sale, "order_no": "E2E-OK", "total": 9.0}),
+                Emission("event", {**sale, "order_no": "E2E-BAD", "total": 19.0})])  # total ≠ weight × price
+    page = await new_page()
+    await sign_in(page, site, "manny", next_path="/ledger?market=FT01&stall=A01")
+
+    async def both_stored() -> bool:
+        await page.reload()
+        return await page.locator("tr[data-order^='E2E-']").count() == 2
+
+    await eventually(both_stored, WITHIN)
+    assert await page.get_attribute("tr[data-order='E2E-BAD']", "data-flags") == "total_mismatch"
+    assert await page.get_attribute("tr[data-order='E2E-OK']", "data-flags") == ""
+    assert await page.get_attribute("tr[data-stall='A01'] [data-flagged]", "data-flagged") == "1"
+    await page.check("input[name=flagged]")
+    await page.click("form.filters button[type=submit]")
+    await page.wait_for_selector("tr[data-order='E2E-BAD']")
+    assert await page.locator("tr[data-order='E2E-OK']").count() == 0
+
+    # The scale has no verification certificate on record: it is on the overdue list of its stall's holder.
+    await page.click("nav.tabs a[data-tab=metrology]")
+    overdue = page.locator(f"section[data-due=overdue] tr[data-scale='{scale.device_id}']")
+    await overdue.wait_for()
+    assert "王记蔬菜" in await page.inner_text("section[data-due=overdue]")
