@@ -1,6 +1,7 @@
 /* Cameras: snapshot placeholders, the line and zone editor drawn over a camera's picture, the passenger-flow chart.
  *
- * Grid (/cameras): <figure class="snapshot"> whose <img> fails shows its placeholder (data-state="unreachable").
+ * Grid (/cameras): <figure class="snapshot"> whose <img> fails shows its placeholder (data-state="unreachable");
+ *                 the pictures are refreshed every 10 s.
  * Camera page (/cameras/{id}):
  *   #editor       the picture (fetched from data-snapshot-url; a 503 answer's reason is shown on the placeholder)
  *                 with an SVG overlay. Lines: two clicks (start, end); zones: three or more clicks. Points are
@@ -21,6 +22,16 @@
     img.addEventListener("load", function () { set("ok"); });
     img.addEventListener("error", function () { set("unreachable"); });
     if (img.complete) set(img.naturalWidth ? "ok" : "unreachable"); // settled before this script ran
+  }
+
+  // The grid's pictures follow the cameras: a fresh one every REFRESH_MS while the page is in view (the platform
+  // keeps each picture 2 s, so many open grids still cost a camera one request per refresh).
+  const REFRESH_MS = 10000;
+  function refreshGrid() {
+    if (document.hidden) return;
+    document.querySelectorAll("figure.snapshot img").forEach(function (img) {
+      img.src = img.src.split("?")[0] + "?t=" + Date.now();
+    });
   }
 
   // ------------------------------------------------------------ editor
@@ -331,7 +342,9 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
-    document.querySelectorAll("figure.snapshot").forEach(watchSnapshot);
+    const tiles = document.querySelectorAll("figure.snapshot");
+    tiles.forEach(watchSnapshot);
+    if (tiles.length) setInterval(refreshGrid, REFRESH_MS);
     const root = document.getElementById("editor");
     if (root) new Editor(root).start();
     const form = document.getElementById("flow-controls");
