@@ -14,6 +14,7 @@ from rules.schemas import AlertFilter
 from telemetry import Reading
 from tests.e2e.conftest import eventually, screenshot, sign_in
 from tests.e2e.test_alerts_inbox import RULE, locker_reports
+from tests.e2e.test_prices_and_labels import stock_the_shop
 
 pytestmark = pytest.mark.browser
 
@@ -33,6 +34,7 @@ async def show_some_activity(site) -> None:
     locker = next(d for d in site.devices["coldco"] if "COLFT01" in d)
     await locker_reports(site, locker, 1, 13.5)
     await eventually(lambda: site.rules.alerts.search(AlertFilter(status="active")))
+    await stock_the_shop(site)
 
 
 PAGES = {
@@ -41,6 +43,9 @@ PAGES = {
     "device": "/devices/{sensor}",
     "alerts": "/alerts",
     "ota": "/ota",
+    "prices": "/prices?market=FT01",
+    "labels": "/labels?market=FT01",
+    "ledger": "/ledger?market=FT01",
     "reports": "/reports?market=FT01",
     "vendors": "/admin/vendors",
 }
