@@ -2,6 +2,7 @@
  *
  * Grid (/cameras): <figure class="snapshot"> whose <img> fails shows its placeholder (data-state="unreachable");
  *                 the pictures are refreshed every 10 s.
+ * Both follow the cameras' presence live (the "presence" events of the stream app.js opens from body[data-live]).
  * Camera page (/cameras/{id}):
  *   #editor       the picture (fetched from data-snapshot-url; a 503 answer's reason is shown on the placeholder)
  *                 with an SVG overlay. Lines: two clicks (start, end); zones: three or more clicks. Points are
@@ -31,6 +32,18 @@
     if (document.hidden) return;
     document.querySelectorAll("figure.snapshot img").forEach(function (img) {
       img.src = img.src.split("?")[0] + "?t=" + Date.now();
+    });
+  }
+
+  // A camera's presence is its worker's MQTT link: follow the page's /events/presence stream (opened by app.js).
+  function onPresence(ev) {
+    const e = JSON.parse(ev.data);
+    document.querySelectorAll('[data-presence-of="' + CSS.escape(e.device_id) + '"]').forEach(function (span) {
+      span.textContent = e.online ? span.dataset.onlineText : span.dataset.offlineText;
+      span.classList.toggle("ok", e.online);
+      span.classList.toggle("bad", !e.online);
+      const tile = span.closest("article[data-camera]");
+      if (tile) { tile.classList.toggle("online", e.online); tile.classList.toggle("offline", !e.online); }
     });
   }
 
@@ -342,6 +355,7 @@
   }
 
   document.addEventListener("DOMContentLoaded", function () {
+    (window.mfLive || []).forEach(function (source) { source.addEventListener("presence", onPresence); });
     const tiles = document.querySelectorAll("figure.snapshot");
     tiles.forEach(watchSnapshot);
     if (tiles.length) setInterval(refreshGrid, REFRESH_MS);

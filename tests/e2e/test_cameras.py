@@ -22,6 +22,8 @@ from tests.e2e.conftest import Site, eventually, sign_in
 from tests.factories import ADMIN
 from tests.integration.vision.conftest import detector, tiny_model  # noqa: F401  (the vision tests' fixtures)
 from vision.config import VisionSettings
+from vision.models import VisionCamera
+from vision.publisher import DeviceLink
 from vision.scenes import crowd_scene, entrance_scene
 from vision.service import VisionService
 from vision.simulator import CameraSimulator
@@ -71,6 +73,8 @@ async def cameras(site: Site) -> AsyncIterator[dict[str, CameraSimulator]]:
     gone = await onboard_simulated_camera(site, "GONE01", crowd_scene(), "西门 West gate")
     await show_camera_activity(site, gone, GONE)
     await gone.aclose()
+    # Switched off for analysis, so the worker leaves it (and its presence) alone: the presence test drives it.
+    await VisionCamera.filter(device_id=GONE).update(enabled=False)
     try:
         yield {GATE: gate}
     finally:
@@ -228,3 +232,23 @@ async def test_passenger_flow_is_charted_and_an_event_with_evidence_is_handled_b
     handled = page.locator(f"article.camera-event[data-event='{event_id}'][data-state='handled']")
     await handled.wait_for()
     assert "user:manny" in await handled.inner_text() and "stewards sent" in await handled.inner_text()
+
+
+async def test_a_cameras_presence_changes_on_the_grid_without_reloading(site, new_page, cameras, tmp_path) -> None:
+    page = await new_page()
+    await sign_in(page, site, "manny", next_path="/cameras")
+    tile = f"article[data-camera='{GONE}']"
+    await page.wait_for_selector(f"{tile}.offline")
+    await page.wait_for_function("() => (window.mfLive || []).some(s => s.readyState === 1)")
+    secret = await site.platform.registry.device_secret(GONE)
+    assert secret is not None
+    # What the worker does for a camera it runs: connect over MQTT as the camera device.
+    link = DeviceLink(host="127.0.0.1", port=site.mqtt_port, device_id=GONE, secret=secret, market="FT01",
+                      seq_file=tmp_path / "seq")
+    link.start()
+    try:
+        await page.wait_for_selector(f"{tile}.online")
+        assert await page.inner_text(f"{tile} [data-presence-of]") == text("zh", "presence.online")
+    finally:
+        await link.aclose()
+    await page.wait_for_selector(f"{tile}.offline")
