@@ -16,13 +16,15 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 from rich.console import Console
 
+from accounts.models import AuditEntry
 from fleet.models import Vendor
 from fleet.schemas import DeviceCreate, StallCreate, VendorCreate
-from retail.models import PriceChange, PriceSource, Product, ShelfLabel
+from retail.models import PriceChange, PriceSource, Product, ScheduledPrice, ScheduleState, ShelfLabel
 from retail.render import LabelSpec, price_box, read_price
 from simulators import Emission, Endpoints, MarketSimulation, SimulatedDevice
 from tests.e2e.conftest import Site, eventually, sign_in
@@ -187,6 +189,9 @@ async def test_price_set_in_the_dashboard_shows_on_the_scale_and_the_label(site,
     assert change is not None and (change.source, change.actor, change.new_price) == (
         PriceSource.DASHBOARD, "user:manny", Decimal("7.35"))
 
+    audited = await AuditEntry.filter(action=f"POST /prices/{product.id}/price", actor="user:manny").first()
+    assert audited is not None and audited.status == 200
+
     # And the label, once it confirmed, is shown as displaying it.
     async def confirmed() -> bool:
         row = await ShelfLabel.get(device_id=label.device_id)
@@ -218,6 +223,17 @@ async def test_bind_preview_and_unbind_a_label_through_the_page(site, new_page, 
     png = await page.request.get(f"{site.url}/labels/{label.device_id}/image.png?page=3")
     assert png.status == 200 and (await png.body()).startswith(b"\x89PNG")
 
+    # Switch the page the label itself shows, and flash its LED (order picking): both reach the simulated label.
+    await row.locator("details summary").click()
+    await row.locator("select[name=show_page]").select_option("2")
+    await row.locator("button[data-action=show-page]").click()
+    await eventually(_true(lambda: label.generator.screen.page == 2), WITHIN)  # type: ignore[attr-defined]
+    row = page.locator(f"tr[data-label='{label.device_id}']")
+    await row.locator("details summary").click()
+    await row.locator("select[name=colour]").select_option("blue")
+    await row.locator("button[data-action=flash]").click()
+    await eventually(_true(lambda: label.generator.screen.led_on(datetime.now(UTC)) == "blue"), WITHIN)  # type: ignore[attr-defined]
+
     await row.locator("button[data-action=unbind]").click()
     await page.wait_for_selector(f"tr[data-label='{label.device_id}'][data-state='unbound']")
     assert (await ShelfLabel.get(device_id=label.device_id)).product_id is None  # type: ignore[attr-defined]
@@ -238,6 +254,41 @@ async def test_a_bad_price_is_refused_with_a_clear_reason(site, new_page, floor:
         assert reason in await message.inner_text(), await message.inner_text()
     assert (await Product.get(id=product.id)).price == Decimal("4.50")
     assert await page.get_attribute(f"tr[data-product='{product.id}'] td[data-price]", "data-price") == "4.50"
+
+
+async def test_a_promotion_is_scheduled_in_market_time_and_can_be_cancelled(site, new_page, floor: Floor) -> None:
+    product = floor.products["2001"]
+    page = await new_page()
+    await sign_in(page, site, "mia", next_path="/prices?market=FT01&stall=B02")
+    local = datetime.now(ZoneInfo("Asia/Shanghai")).replace(second=0, microsecond=0)  # the market's wall clock
+    start, end = local + timedelta(hours=2), local + timedelta(hours=5)
+
+    async def promote(begins: datetime, ends: datetime, price: str) -> Any:
+        form = page.locator(f"tr[data-product='{product.id}'] form[data-form=promotion]")
+        await page.locator(f"tr[data-product='{product.id}'] details summary").click()
+        await form.locator("input[name=promo_price]").fill(price)
+        await form.locator("input[name=promo_text]").fill("周末特价")
+        await form.locator("input[name=start]").fill(begins.strftime("%Y-%m-%dT%H:%M"))
+        await form.locator("input[name=end]").fill(ends.strftime("%Y-%m-%dT%H:%M"))
+        async with page.expect_response(lambda r: r.url.endswith(f"/prices/{product.id}/promotion")) as answer:
+            await form.locator("button[data-action=promote]").click()
+        return await answer.value
+
+    refused = await promote(end, start, "25.00")  # the end before the start
+    assert refused.status == 422
+    await page.locator("#flash p.error[role=alert]").wait_for()
+    assert await ScheduledPrice.filter(product_id=product.id).count() == 0
+
+    assert (await promote(start, end, "25.00")).status == 200
+    items = await ScheduledPrice.filter(product_id=product.id).order_by("at")
+    assert [(i.at, i.promo_price, i.promo_text) for i in items] == [
+        (start, Decimal("25.00"), "周末特价"), (end, None, "")]  # back to the list price at the end
+    assert all(i.price == Decimal("28.00") for i in items)
+    await page.wait_for_selector(f"tr[data-product='{product.id}'] [data-schedule='{items[1].id}']")
+
+    await page.locator(f"[data-schedule='{items[1].id}'] button[data-action=cancel]").click()
+    await page.wait_for_selector(f"[data-schedule='{items[1].id}']", state="detached")
+    assert (await ScheduledPrice.get(id=items[1].id)).state == ScheduleState.CANCELLED
 
 
 async def test_people_change_prices_only_where_their_role_and_markets_allow(site, new_page, floor: Floor) -> None:
