@@ -15,6 +15,7 @@ from telemetry import Reading
 from tests.e2e.conftest import eventually, screenshot, sign_in
 from tests.e2e.test_alerts_inbox import RULE, locker_reports
 from tests.e2e.test_prices_and_labels import stock_the_shop
+from tests.e2e.test_cameras import screenshot_camera  # noqa: F401  (a camera at work, for its pages)
 
 pytestmark = pytest.mark.browser
 
@@ -43,6 +44,8 @@ PAGES = {
     "device": "/devices/{sensor}",
     "alerts": "/alerts",
     "ota": "/ota",
+    "cameras": "/cameras",
+    "camera": "/cameras/{camera}",
     "prices": "/prices?market=FT01",
     "labels": "/labels?market=FT01",
     "ledger": "/ledger?market=FT01",
@@ -53,7 +56,8 @@ KEY = re.compile(r"\b(?:" + "|".join(sorted({k.split(".")[0] for k in CATALOG["e
 
 
 @pytest.mark.parametrize("language", ["zh", "en"])
-async def test_each_main_page_renders_translated_and_is_screenshotted(site, new_page, language) -> None:
+async def test_each_main_page_renders_translated_and_is_screenshotted(site, new_page, language,
+                                                                     screenshot_camera) -> None:  # noqa: F811
     await show_some_activity(site)
     page = await new_page()
     await sign_in(page, site, "ada")
@@ -61,7 +65,7 @@ async def test_each_main_page_renders_translated_and_is_screenshotted(site, new_
     problems = []
     for name, path in PAGES.items():
         sensor = next(d for d in site.devices["acme"] if "ENVFT01" in d)
-        response = await page.goto(site.url + path.format(sensor=sensor))
+        response = await page.goto(site.url + path.format(sensor=sensor, camera=screenshot_camera))
         assert response.status == 200, f"{name}: HTTP {response.status}"
         await page.wait_for_load_state("networkidle")
         text = await page.inner_text("body")
