@@ -14,9 +14,20 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
 
-__all__ = ["AlertStream", "Subscription"]
+__all__ = ["AlertStream", "SharedMessage", "Subscription"]
 
 Message = dict[str, Any]
+
+
+class SharedMessage(dict[str, Any]):
+    """A published message as every subscriber receives it: `encoded` lets the SSE layer serialise it once for
+    all of them (a subscriber told about drops gets a plain copy with `dropped`, encoded on its own)."""
+
+    __slots__ = ("encoded",)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.encoded: bytes | None = None
 
 
 class Subscription:
@@ -85,8 +96,8 @@ class AlertStream:
         return subscription
 
     def publish(self, event: str, alert: dict[str, Any], **extra: Any) -> None:
-        message = {"id": next(self._ids), "event": event, "at": datetime.now(UTC).isoformat(), "alert": alert,
-                   **extra}
+        message = SharedMessage({"id": next(self._ids), "event": event, "at": datetime.now(UTC).isoformat(),
+                                 "alert": alert, **extra})
         for subscription in list(self._subscribers):
             subscription._offer(message)
 

@@ -7,17 +7,17 @@ may see: a person's markets, a vendor's own devices, and optionally one `market`
     data: {"device_id": "acme-SN1", "online": false, "kind": "scale", "market": "M1", "reason": "will",
            "at": "2025-05-01T06:00:00+00:00"}
 
-`kind` (which the bus event lacks) is looked up once per batch of events in one query, so the overview can move
-its per-kind counts. A subscriber that falls behind loses its oldest events (the bus never waits for it); the
-stream then sends `event: overflow` and the page says so. A comment line every 15 s keeps proxies from closing
-an idle stream and lets the server notice a browser that went away. Without a bus the answer is 204, which
-tells EventSource not to reconnect.
+`kind` (which the bus event lacks) is looked up once per batch, and each event is encoded once for every
+dashboard: the streams share one `api.dashboard.fanout.PresenceFanout`, which sorts events by scope and hands
+each dashboard ready bytes. A dashboard that falls behind (its socket stops draining) loses its queued events
+and gets `event: overflow` instead; the page says so, and the others are not held up. A comment line every 15 s
+keeps proxies from closing an idle stream and lets the server notice a browser that went away. Without a bus
+the answer is 204, which tells EventSource not to reconnect.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -26,63 +26,36 @@ from fastapi.responses import Response, StreamingResponse
 
 from accounts.permissions import Principal
 from api.auth import ContextDep, resolve_principal
+from api.dashboard.fanout import PresenceFanout, Scope, fanout_for, sse
 from api.dashboard.queries import device_facts
 from api.dashboard.viewer import may_read_fleet
-from broker.bus import EnvelopeBus, PresenceChanged
+from broker.bus import EnvelopeBus
 
 router = APIRouter()
 
 KEEPALIVE_S = 15.0
-BUFFER = 2_000  # events one browser may lag behind before it loses the oldest
-BATCH = 500  # events sent per look-up of their devices' kinds
-FACTS_CACHE = 50_000  # (kind, vendor) of devices already seen by this stream; a device's kind never changes
 
 
-def sse(event: str, data: object) -> str:
-    return f"event: {event}\ndata: {json.dumps(data, separators=(',', ':'), ensure_ascii=False)}\n\n"
+def scope_of(principal: Principal, market: str | None) -> Scope:
+    return Scope(market, principal.markets, principal.vendor_id)
 
 
-async def presence_stream(bus: EnvelopeBus, principal: Principal, market: str | None) -> AsyncIterator[str]:
-    subscription = bus.subscribe(maxsize=BUFFER, kinds=(PresenceChanged,), name=f"dashboard:{principal.actor}")
-    facts: dict[str, tuple[str, int]] = {}
-    dropped = 0
+async def presence_stream(fanout: PresenceFanout, principal: Principal, market: str | None) -> AsyncIterator[bytes]:
+    listener = fanout.listen(scope_of(principal, market))
     try:
-        yield "retry: 3000\n" + sse("hello", {"market": market})
+        yield b"retry: 3000\n" + sse("hello", {"market": market})
         while True:
             try:
-                first = await asyncio.wait_for(subscription.get(), timeout=KEEPALIVE_S)
+                async with asyncio.timeout(KEEPALIVE_S):
+                    chunk = await listener.get()
             except TimeoutError:
-                yield ": keepalive\n\n"
+                yield b": keepalive\n\n"
                 continue
             except StopAsyncIteration:  # the bus closed: the platform is shutting down
                 return
-            batch: list[PresenceChanged] = [first]
-            while len(batch) < BATCH and len(subscription):
-                batch.append(subscription.get_nowait())
-            if subscription.dropped > dropped:
-                dropped = subscription.dropped
-                yield sse("overflow", {"dropped": dropped})
-            visible = [
-                e for e in batch if principal.sees_market(e.market) and (market is None or e.market == market)
-            ]
-            unknown = {e.device_id for e in visible} - facts.keys()
-            if unknown:
-                if len(facts) + len(unknown) > FACTS_CACHE:
-                    facts.clear()
-                facts.update(await device_facts(unknown))
-            chunks = []
-            for event in visible:
-                fact = facts.get(event.device_id)
-                if fact is None or (principal.vendor_id is not None and fact[1] != principal.vendor_id):
-                    continue
-                chunks.append(sse("presence", {
-                    "device_id": event.device_id, "online": event.online, "kind": fact[0],
-                    "market": event.market, "reason": event.reason, "at": event.at.isoformat(),
-                }))
-            if chunks:
-                yield "".join(chunks)
+            yield chunk
     finally:
-        subscription.close()
+        listener.close()
 
 
 @router.get("/events/presence")
@@ -98,7 +71,7 @@ async def presence_events(
     if bus is None:
         return Response(status_code=204)  # live updates are off on this instance
     return StreamingResponse(
-        presence_stream(bus, principal, market or None),
+        presence_stream(fanout_for(bus, device_facts), principal, market or None),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )

@@ -10,7 +10,8 @@ with the admin token. Baseline in the same run: `GET /api/v1/kinds` (a static an
 `first-contentful-paint` of `/overview` (median of 5 loads, headless, Debian's /usr/bin/chromium). The SSE row:
 2,000 dashboards on /events/presence while one real MQTT device connects and disconnects ten times; the delay
 from each change to its arrival at every dashboard (the load generator shares the machine, so it is an upper
-bound).
+bound). `MF_BENCH_API_ONLY=sse marketfleet bench api` runs only the fan-out, on a platform with no other devices,
+against a same-run baseline of one dashboard (the delay the platform and one reader add without fan-out).
 
 API part (`api_under_load`): device lookup, telemetry query and alert list at 100 / 500 / 2,000 clients, each
 against the same static ceiling in the same run (SJZ section 4: p99 ≤ 200 ms at 2,000 concurrent users).
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shutil
 import statistics
 import tempfile
@@ -68,8 +70,9 @@ async def sse_fanout(url: str, token: str, broker_port: int, clients: int, chang
 
     admin = {"Authorization": f"Bearer {token}"}
     async with httpx.AsyncClient(base_url=url, timeout=60) as http:
-        vendor = await http.post("/api/v1/admin/vendors", json={"code": "ssebench", "name": "SSE"}, headers=admin)
-        rows = [{"serial": "SSE00001", "kind": "env_sensor", "market": MARKETS[0]}]
+        await http.post("/api/v1/admin/markets", json={"code": MARKETS[0], "name": MARKETS[0]}, headers=admin)
+        vendor = await http.post("/api/v1/admin/vendors", json={"code": f"sse{clients}", "name": "SSE"}, headers=admin)
+        rows = [{"serial": f"SSE{clients:05d}", "kind": "env_sensor", "market": MARKETS[0]}]
         result = (await http.post("/api/v1/vendor/devices", json={"devices": rows},
                                   headers={"X-API-Key": vendor.json()["api_key"]})).json()["rows"][0]
     device_id, secret = result["device_id"], result["secret"]
@@ -123,7 +126,25 @@ async def sse_fanout(url: str, token: str, broker_port: int, clients: int, chang
             "p99 ms": round(delays[int(len(delays) * 0.99) - 1], 1) if delays else ""}
 
 
+async def sse_only(console: Console, quick: bool) -> list[dict[str, Any]]:
+    """The fan-out alone: one dashboard (the baseline), then 200 (`--quick`) or 2,000, in one platform process."""
+    clients = 200 if quick else 2_000
+    broker_port = find_free_port()
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp, \
+            platform_process(Path(tmp), {"MF_BROKER__PORT": str(broker_port)}) as (url, token):
+        baseline = await sse_fanout(url, token, broker_port, 1, changes=20)
+        rows.append({**baseline, "vs baseline": 1.0})
+        console.print(f"[dim]baseline p99 {baseline['p99 ms']} ms; {clients} dashboards …[/]")
+        result = await sse_fanout(url, token, broker_port, clients)
+        ratio = round(result["p99 ms"] / baseline["p99 ms"], 1) if baseline["p99 ms"] and result["p99 ms"] else ""
+        rows.append({**result, "vs baseline": ratio})
+    return rows
+
+
 async def run(console: Console, quick: bool = False) -> list[dict[str, Any]]:
+    if os.environ.get("MF_BENCH_API_ONLY") == "sse":
+        return await sse_only(console, quick)
     devices = 20_000 if quick else 100_000
     requests = 200 if quick else 500
     rows: list[dict[str, Any]] = []
