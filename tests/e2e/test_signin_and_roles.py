@@ -9,9 +9,9 @@ from tests.e2e.conftest import PASSWORD, sign_in
 pytestmark = pytest.mark.browser
 
 NAV = {
-    "ada": {"/overview", "/fleet", "/alerts", "/ota", "/cameras", "/reports", "/admin/vendors"},
-    "mia": {"/overview", "/fleet", "/alerts", "/ota", "/cameras", "/reports"},
-    "manny": {"/overview", "/fleet", "/alerts", "/cameras", "/reports"},
+    "ada": {"/overview", "/fleet", "/alerts", "/ota", "/prices", "/labels", "/cameras", "/reports", "/admin/vendors"},
+    "mia": {"/overview", "/fleet", "/alerts", "/ota", "/prices", "/labels", "/cameras", "/reports"},
+    "manny": {"/overview", "/fleet", "/alerts", "/prices", "/labels", "/cameras", "/reports"},
     "vera": {"/overview", "/fleet"},
 }
 
