@@ -348,3 +348,23 @@ async def test_the_days_sales_per_stall_show_abnormal_orders_and_the_metrology_l
     overdue = page.locator(f"section[data-due=overdue] tr[data-scale='{scale.device_id}']")
     await overdue.wait_for()
     assert "王记蔬菜" in await page.inner_text("section[data-due=overdue]")
+
+
+async def test_without_the_retail_service_the_pages_say_so_and_changes_answer_503(site, new_page, floor: Floor) -> None:
+    product = await Product.get(id=floor.products["1001"].id)
+    service = site.platform.services.pop("retail")
+    try:
+        page = await new_page()
+        await sign_in(page, site, "mia", next_path="/prices?market=FT01")
+        assert await page.get_attribute("[data-not-running]", "data-not-running") == "retail"
+        refused = await page.request.post(f"{site.url}/prices/{product.id}/price", form={"price": "1.00"})
+        assert refused.status == 503
+        await page.goto(f"{site.url}/labels?market=FT01")
+        assert await page.get_attribute("[data-not-running]", "data-not-running") == "retail"
+        image = await page.request.get(f"{site.url}/labels/{floor.labels[0].device_id}/image.png")
+        assert image.status == 503
+        await page.goto(f"{site.url}/ledger?market=FT01")
+        assert await page.get_attribute("[data-not-running]", "data-not-running") == "retail"
+    finally:
+        site.platform.services["retail"] = service
+    assert (await Product.get(id=product.id)).price == product.price
