@@ -340,15 +340,33 @@
     const ts = Array.from(sums.keys()).sort(function (a, b) { return a - b; });
     box.dataset.points = String(ts.length);
     note.textContent = form.dataset.in + " " + data.total_in + " · " + form.dataset.out + " " + data.total_out;
-    const bars = uPlot.paths && uPlot.paths.bars ? uPlot.paths.bars({ size: [0.45, 40] }) : undefined;
+    // In and out side by side in each bucket; times in the market's zone, 24-hour clock, as on the other pages.
+    const bars = function (align) {
+      return uPlot.paths && uPlot.paths.bars ? uPlot.paths.bars({ size: [0.4, 30], align: align }) : undefined;
+    };
+    const daily = range === "30d", step = daily ? 86400 : 3600;
+    const label = new Intl.DateTimeFormat(document.documentElement.lang || "zh-CN", daily
+      ? { timeZone: form.dataset.timezone, month: "2-digit", day: "2-digit" }
+      : { timeZone: form.dataset.timezone, month: range === "7d" ? "2-digit" : undefined,
+          day: range === "7d" ? "2-digit" : undefined, hour: "2-digit", minute: "2-digit", hour12: false });
     plot = new uPlot({
       width: Math.max(320, box.clientWidth), height: 260,
       tzDate: function (t) { return uPlot.tzDate(new Date(t * 1000), form.dataset.timezone); },
       cursor: { drag: { x: true, y: false } },
-      series: [
+      scales: {
+        x: { time: true, range: function (u, min, max) { return [min - step / 2, max + step / 2]; } }, // whole bars
+        y: { range: function (u, min, max) { return [0, Math.max(1, max) * 1.1]; } },
+      },
+      axes: [
+        { space: 90, values: function (u, splits) { return splits.map(function (t) { return label.format(new Date(t * 1000)); }); } },
         {},
-        { label: form.dataset.in, stroke: "#0b7a53", fill: "rgba(11,122,83,0.35)", width: 1, paths: bars },
-        { label: form.dataset.out, stroke: "#b9770e", fill: "rgba(185,119,14,0.35)", width: 1, paths: bars },
+      ],
+      series: [
+        { label: form.dataset.time, value: function (u, t) { return t == null ? "--" : label.format(new Date(t * 1000)); } },
+        { label: form.dataset.in, stroke: "#0b7a53", fill: "rgba(11,122,83,0.45)", width: 1, paths: bars(-1),
+          points: { show: false } },
+        { label: form.dataset.out, stroke: "#b9770e", fill: "rgba(185,119,14,0.45)", width: 1, paths: bars(1),
+          points: { show: false } },
       ],
     }, [ts, ts.map(function (t) { return sums.get(t)[0]; }), ts.map(function (t) { return sums.get(t)[1]; })], box);
     box.dataset.ready = "1";
