@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from tortoise.exceptions import IntegrityError
-from tortoise.expressions import Q, Subquery
+from tortoise.expressions import Subquery
 from tortoise.transactions import in_transaction
 
 from fleet.errors import Conflict, InvalidRequest, NotFound
@@ -39,6 +39,7 @@ from fleet.schemas import (
     StallCreate,
     VendorCreate,
 )
+from fleet.search import search
 from fleet.secrets import ApiKey, derive_device_secret, hash_secret, new_salt, secret_matches
 
 
@@ -296,7 +297,7 @@ class Registry:
         if flt.online is not None:
             query = query.filter(online=flt.online)
         if flt.q:
-            query = query.filter(Q(id__icontains=flt.q) | Q(serial__icontains=flt.q) | Q(name__icontains=flt.q))
+            query = await search(query, flt.q)
         if flt.label:
             key, _, value = flt.label.partition("=")
             if not key or not value:

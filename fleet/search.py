@@ -1,0 +1,65 @@
+"""Fleet text search (`q`): a case-insensitive substring of a device's id, serial or name, served by an index.
+
+The meaning is the one the registry always had: `UPPER(x) LIKE UPPER('%q%')` on id, serial and name (tortoise's
+`icontains`), which alone scans every device. Migration `models.0003_device_search` adds an index under it:
+
+* SQLite: `device_search`, an FTS5 table with the trigram tokenizer over the three columns (external content:
+  it stores the index only), kept in step by triggers on insert, delete and updates of id, serial or name (not
+  on presence updates). A query of three characters or more first takes the rows whose trigrams match, then
+  applies the old condition to those, so the answer is exactly the old one (the FTS match folds case more
+  broadly than SQLite's ASCII-only UPPER, never more narrowly).
+* PostgreSQL: pg_trgm GIN indexes on the very expressions the old condition uses, `UPPER(CAST(x AS VARCHAR))`,
+  so the planner answers the unchanged query from the index; nothing changes here.
+
+Without the index (SQLite built without FTS5 or trigram, pg_trgm not installable) the same condition runs as a
+scan, with the same results. A SQLite `VACUUM` may renumber the device table's rowids, which the FTS table
+follows; after one, run `INSERT INTO device_search(device_search) VALUES('rebuild')`.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+from tortoise import Tortoise
+from tortoise.expressions import Q, RawSQL
+from tortoise.queryset import QuerySet
+
+from fleet.models import Device
+
+TABLE = "device_search"
+MIN_INDEXED = 3  # the trigram index cannot narrow shorter queries
+
+_indexed: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
+
+
+def substring_condition(q: str) -> Q:
+    """The search's meaning, on every backend."""
+    return Q(id__icontains=q) | Q(serial__icontains=q) | Q(name__icontains=q)
+
+
+async def sqlite_index_ready(connection: Any) -> bool:
+    """Whether this SQLite database has the FTS table (looked up once per connection)."""
+    ready = _indexed.get(connection)
+    if ready is None:
+        rows = await connection.execute_query_dict(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = ?", [TABLE])
+        ready = _indexed[connection] = bool(rows)
+    return ready
+
+
+def fts_phrase(q: str) -> str:
+    """`q` as one FTS5 phrase in an SQL string literal: FTS5 doubles `"`, SQL doubles `'`."""
+    phrase = '"' + q.replace('"', '""') + '"'
+    return "'" + phrase.replace("'", "''") + "'"
+
+
+async def search(query: QuerySet[Device], q: str) -> QuerySet[Device]:
+    """`query` narrowed to the devices whose id, serial or name contains `q` (ignoring case)."""
+    query = query.filter(substring_condition(q))
+    connection = Tortoise.get_connection("default")
+    if (connection.capabilities.dialect != "sqlite" or len(q) < MIN_INDEXED or "\x00" in q
+            or not await sqlite_index_ready(connection)):
+        return query  # PostgreSQL's trigram indexes serve the condition itself, or it is a scan
+    candidates = f"(SELECT id FROM {TABLE} WHERE {TABLE} MATCH {fts_phrase(q)})"
+    return query.filter(id__in=RawSQL(candidates))
