@@ -19,6 +19,7 @@ from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from accounts.permissions import Permission, Principal
+from api.auth import ContextDep
 from api.dashboard.today import local_midnight
 from api.dashboard.viewer import Viewer, ViewerDep, forbidden_page, may_see_cameras, not_found_page, render
 from api.i18n import CATALOG, DEFAULT_TIMEZONE
@@ -123,8 +124,26 @@ async def _events_context(viewer: Viewer, camera: VisionCamera, timezone: str) -
             "category_text": lambda category: category_text(viewer, category), "message": None, "error": False}
 
 
+async def _worker_health(ctx: ContextDep, camera: VisionCamera) -> dict[str, Any] | None:
+    """The worker's latest report for this camera (its `camera.telemetry`): analysed and skipped frames per
+    second, inference time, people in view; `behind` when it analyses under 80 % of the configured rate."""
+    store_service = ctx.services.get("store")
+    if store_service is None:
+        return None
+    reading = (await store_service.latest([camera.device_id], "camera.telemetry")).get(camera.device_id)
+    if reading is None:
+        return None
+    fields = reading.fields
+    target = float((camera.analytics or {}).get("sample_fps", 2.0))
+    fps = float(fields.get("fps") or 0.0)
+    return {"at": reading.ts, "fps": fps, "target": target, "behind": fps < 0.8 * target,
+            "inference_ms": float(fields.get("inference_ms") or 0.0),
+            "skipped_fps": float(fields.get("skipped_fps") or 0.0),
+            "people": int(fields.get("people_in_view") or 0)}
+
+
 @router.get("/cameras/{device_id}")
-async def camera_page(request: Request, viewer: ViewerDep, device_id: str) -> Response:
+async def camera_page(request: Request, viewer: ViewerDep, ctx: ContextDep, device_id: str) -> Response:
     if not viewer.may(may_see_cameras):
         return forbidden_page(request, viewer)
     camera = await _visible_camera(viewer, device_id)
@@ -139,7 +158,7 @@ async def camera_page(request: Request, viewer: ViewerDep, device_id: str) -> Re
         **await _events_context(viewer, camera, timezone),
         "market": market, "device": device, "analytics": analytics,
         "may_edit": may_edit_cameras(viewer.principal), "may_flow": viewer.principal.can(Permission.REPORTS_READ),
-        "passengers_in": flow_in, "passengers_out": flow_out,
+        "passengers_in": flow_in, "passengers_out": flow_out, "health": await _worker_health(ctx, camera),
     }, section="cameras")
 
 

@@ -9,6 +9,7 @@ platform's broker, and Chromium.
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -252,3 +253,20 @@ async def test_a_cameras_presence_changes_on_the_grid_without_reloading(site, ne
     finally:
         await link.aclose()
     await page.wait_for_selector(f"{tile}.offline")
+
+
+async def test_the_camera_page_shows_how_the_vision_worker_keeps_up(site, new_page, cameras, worker) -> None:
+    store = site.platform.services["store"]
+
+    async def reported() -> Any:
+        return (await store.latest([GATE], "camera.telemetry")).get(GATE)
+
+    await eventually(reported, within=120)  # the worker reports every second here
+    page = await new_page()
+    await open_editor(page, site, "manny", GATE)
+    assert await page.get_attribute("[data-worker]", "data-worker") in ("ok", "behind")
+    shown = await page.inner_text("[data-worker]")
+    assert re.search(r"每秒分析 [\d.]+ 帧（设定 5）", shown) and re.search(r"每帧推理 \d+ 毫秒", shown)
+    gone = await new_page()
+    await open_editor(gone, site, "manny", GONE)  # not analysed: says so instead of showing nothing
+    assert await gone.get_attribute("[data-worker]", "data-worker") == "none"
