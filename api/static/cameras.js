@@ -59,6 +59,13 @@
 
   function round(v) { return Math.round(v * 10000) / 10000; }
 
+  // Only what can be drawn: a configuration written around the API (straight into the table) may hold anything.
+  function isPoint(p) { return Array.isArray(p) && p.length === 2 && isFinite(p[0]) && isFinite(p[1]); }
+  function drawableLines(a) { return (a.lines || []).filter(function (l) { return l && isPoint(l.start) && isPoint(l.end); }); }
+  function drawableZones(a) {
+    return (a.zones || []).filter(function (z) { return z && Array.isArray(z.polygon) && z.polygon.length && z.polygon.every(isPoint); });
+  }
+
   function Editor(root) {
     this.root = root;
     this.text = function (key, values) {
@@ -215,12 +222,12 @@
     while (svg.firstChild) svg.removeChild(svg.firstChild);
     const X = function (p) { return p[0] * w; }, Y = function (p) { return p[1] * h; };
     const self = this;
-    this.analytics.zones.forEach(function (z) {
+    drawableZones(this.analytics).forEach(function (z) {
       svg.appendChild(el("polygon", { class: "zone", "data-zone": z.name,
         points: z.polygon.map(function (p) { return X(p) + "," + Y(p); }).join(" ") }));
       svg.appendChild(el("text", { class: "label", x: X(z.polygon[0]) + 4, y: Y(z.polygon[0]) + 14 }, z.name));
     });
-    this.analytics.lines.forEach(function (l) {
+    drawableLines(this.analytics).forEach(function (l) {
       const x1 = X(l.start), y1 = Y(l.start), x2 = X(l.end), y2 = Y(l.end);
       svg.appendChild(el("line", { class: "count-line", "data-line": l.name, x1: x1, y1: y1, x2: x2, y2: y2 }));
       svg.appendChild(el("circle", { class: "start", cx: x1, cy: y1, r: 4 }));
@@ -251,8 +258,8 @@
     const self = this;
     body.innerHTML = "";
     const fmt = function (p) { return "(" + p[0].toFixed(3) + ", " + p[1].toFixed(3) + ")"; };
-    const rows = this.analytics.lines.map(function (l) { return ["line", l.name, fmt(l.start) + " → " + fmt(l.end)]; })
-      .concat(this.analytics.zones.map(function (z) {
+    const rows = drawableLines(this.analytics).map(function (l) { return ["line", l.name, fmt(l.start) + " → " + fmt(l.end)]; })
+      .concat(drawableZones(this.analytics).map(function (z) {
         return ["zone", z.name, z.polygon.map(fmt).join(" ") +
           (z.crowd_limit != null ? " · " + self.text("Limit") + " " + z.crowd_limit : "")];
       }));
@@ -289,6 +296,8 @@
     this.frame.addEventListener("click", function (e) { self.click(e); });
     const on = function (id, fn) { const b = document.getElementById(id); if (b) b.addEventListener("click", fn); };
     on("add-shape", function () { self.add(); });
+    const name = document.getElementById("shape-name");
+    if (name) name.addEventListener("keydown", function (e) { if (e.key === "Enter") { e.preventDefault(); self.add(); } });
     on("clear-draft", function () { self.draft = []; self.say("", ""); self.draw(); });
     on("save-analytics", function () { self.save(); });
     on("refresh-snapshot", function () { self.loadSnapshot(); });
