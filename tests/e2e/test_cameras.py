@@ -270,3 +270,15 @@ async def test_the_camera_page_shows_how_the_vision_worker_keeps_up(site, new_pa
     gone = await new_page()
     await open_editor(gone, site, "manny", GONE)  # not analysed: says so instead of showing nothing
     assert await gone.get_attribute("[data-worker]", "data-worker") == "none"
+
+
+async def test_an_event_handled_twice_says_who_handled_it(site, new_page, cameras) -> None:
+    event = await VisionStore().record_event(camera=GONE, market="FT01", category="littering", zone="aisle",
+                                             confidence=0.7, detail="left 40 s")
+    page = await new_page()
+    await sign_in(page, site, "manny", next_path=f"/cameras/{GONE}")
+    url = f"{site.url}/cameras/{GONE}/events/{event.id}/handle"
+    first = await page.request.post(url, form={"note": "swept"})
+    assert first.status == 200
+    again = await page.request.post(url, form={"note": "again"})
+    assert again.status == 409 and "already handled by user:manny" in await again.text()
