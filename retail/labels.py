@@ -11,6 +11,7 @@ roams (a base station's `label_joined`, or the label's own telemetry naming anot
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import time
@@ -25,6 +26,7 @@ from fleet.errors import Conflict, InvalidRequest, NotFound
 from fleet.models import Device, Market, Stall
 from retail.commands import Clock, CommandSender, relay_to_label
 from retail.esl_codec import LabelImage, encode, frame_info, frame_to_text
+from retail.group_commit import GroupCommit
 from retail.models import LabelFrame, Product, ShelfLabel
 from retail.render import PAGES, LabelContent, LabelSpec, page_name, render_page
 
@@ -85,7 +87,8 @@ async def content_for(product: Product, *, promo: bool = True, places: _Places =
 
 
 class LabelDispatcher:
-    def __init__(self, sender: CommandSender, clock: Clock, *, frame_cache: int = 50_000) -> None:
+    def __init__(self, sender: CommandSender, clock: Clock, *, frame_cache: int = 50_000,
+                 group_window_s: float = 0.002) -> None:
         self.sender = sender
         self.clock = clock
         self.stats = LabelStats()
@@ -96,6 +99,11 @@ class LabelDispatcher:
         # Called with a label that was bound or moved to another base station (PriceBook sends it the timed
         # frames of coming price changes).
         self.on_moved: Callable[[ShelfLabel], Awaitable[Any]] | None = None
+        # Batch writes of the labels' pending and shown state take turns, so that a confirmation read before a
+        # price change's write cannot save the old pending state over it.
+        self._write_lock = asyncio.Lock()
+        self._shown: GroupCommit[tuple[str, str, int], bool] = GroupCommit(
+            self._commit_shown, window_s=group_window_s, max_batch=500, name="retail label confirmations")
 
     # ---------------------------------------------------------------- binding
 
@@ -176,15 +184,32 @@ class LabelDispatcher:
 
     async def show_many(self, items: list[tuple[ShelfLabel, Product]], *, page: int = 0) -> int:
         """`show` for many labels at once (a batch price change): one write for all of them."""
+        async with self._write_lock:
+            commands = await self._prepare_many(items, page)
+        for label, command in commands:
+            await self._relay(label, command)
+        return len(commands)
+
+    async def show_products(self, products: list[Product], *, page: int = 0) -> int:
+        """Every label bound to `products` shows their current state: one read and one write for all of them."""
+        by_id = {p.id: p for p in products}
+        if not by_id:
+            return 0
+        async with self._write_lock:  # read and write the labels' pending state without a confirmation between
+            labels = await ShelfLabel.filter(product_id__in=list(by_id))
+            commands = await self._prepare_many([(label, by_id[label.product_id]) for label in labels], page)  # type: ignore[attr-defined]
+        for label, command in commands:
+            await self._relay(label, command)
+        return len(commands)
+
+    async def _prepare_many(self, items: list[tuple[ShelfLabel, Product]], page: int) -> list[tuple[ShelfLabel, Any]]:
         commands = []
         for label, product in items:
             image = self.render(label, await content_for(product), page)
             commands.append((label, await self._prepare(label, image, page, None)))
         if commands:
             await save_all([label for label, _ in commands], PENDING_FIELDS)
-        for label, command in commands:
-            await self._relay(label, command)
-        return len(commands)
+        return commands
 
     async def _prepare(self, label: ShelfLabel, image: LabelImage, page: int, at: datetime | None) -> dict[str, Any]:
         """The `show_image` command for `image`: a diff against what the label confirmed on that page, unless a
@@ -228,34 +253,51 @@ class LabelDispatcher:
     # ---------------------------------------------------------------- confirmations and roaming
 
     async def confirmed(self, label_id: str, sha256: str, page: int) -> bool:
-        """The label's `shown` event: it displays `sha256` on `page`. True when it confirms the pending update."""
-        return bool(await self.confirmed_many([(label_id, sha256, page)]))
+        """The label's `shown` event: it displays `sha256` on `page`. True when it confirms the pending update.
+        Concurrent confirmations are group-committed (one read and one write for a batch)."""
+        return await self._shown.submit((label_id, sha256, page))
 
     async def confirmed_many(self, shown: list[tuple[str, str, int]]) -> int:
         """Many `shown` events at once (ingest hands them over in bursts): one read and one write for all.
         Returns how many confirmed a pending update."""
-        latest = {label_id: (sha256, page) for label_id, sha256, page in shown}  # the last word of each label
-        labels = await ShelfLabel.filter(device_id__in=list(latest))
-        now = self.clock()
-        matched = 0
-        for label in labels:
-            sha256, page = latest[label.device_id]
-            label.shown = {**label.shown, str(page): sha256}
-            label.page = page
-            label.last_ack_at = now
-            if sha256 in self._frames:
-                self._unsaved[sha256] = None
-            if label.pending_sha256 == sha256:
-                label.pending_sha256 = None
-                label.pending_since = None
-                matched += 1
-            started = self._sent_monotonic.pop((label.device_id, sha256), None)
-            if started is not None:
-                self.stats.latencies_s.append(time.monotonic() - started)
-        if labels:
-            await save_all(labels, ["shown", "page", "last_ack_at", *PENDING_FIELDS[:2]])
-        self.stats.confirmed += matched
-        return matched
+        return sum(await self._confirm(shown))
+
+    async def _confirm(self, shown: list[tuple[str, str, int]]) -> list[bool]:
+        """Apply `shown` events in order (a label's later event builds on its earlier one); for each, whether it
+        confirmed the label's pending update. Unknown labels answer False."""
+        async with self._write_lock:
+            labels = {label.device_id: label
+                      for label in await ShelfLabel.filter(device_id__in=list({s[0] for s in shown}))}
+            now = self.clock()
+            results = []
+            for label_id, sha256, page in shown:
+                label = labels.get(label_id)
+                if label is None:
+                    results.append(False)
+                    continue
+                label.shown = {**label.shown, str(page): sha256}
+                label.page = page
+                label.last_ack_at = now
+                if sha256 in self._frames:
+                    self._unsaved[sha256] = None
+                matched = label.pending_sha256 == sha256
+                if matched:
+                    label.pending_sha256 = None
+                    label.pending_since = None
+                results.append(matched)
+                started = self._sent_monotonic.pop((label.device_id, sha256), None)
+                if started is not None:
+                    self.stats.latencies_s.append(time.monotonic() - started)
+            if labels:
+                await save_all(list(labels.values()), ["shown", "page", "last_ack_at", *PENDING_FIELDS[:2]])
+        self.stats.confirmed += sum(results)
+        return results
+
+    async def _commit_shown(self, batch: list[tuple[str, str, int]]) -> list[bool | Exception]:
+        return list(await self._confirm(batch))
+
+    async def aclose(self) -> None:
+        await self._shown.aclose()
 
     async def refresh_failed(self, label_id: str) -> bool:
         """The label could not show a frame (a diff against an image it no longer has, a corrupt frame): forget

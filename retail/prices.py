@@ -21,6 +21,7 @@ from tortoise.transactions import in_transaction
 from fleet.errors import Conflict, InvalidRequest, NotFound
 from fleet.models import Device, Market, Stall
 from retail.commands import Clock, CommandSender
+from retail.group_commit import GroupCommit, GroupCommitStats
 from retail.labels import LabelDispatcher, content_for
 from retail.models import PriceChange, PriceSource, Product, ScalePlu, ScheduledPrice, ScheduleState, ShelfLabel
 from retail.sync import decide_scale_change
@@ -30,12 +31,48 @@ __all__ = ["PriceBook"]
 log = logging.getLogger(__name__)
 
 SCALES_TTL_S = 10.0
+GROUP_MAX = 500  # changes per group commit, as many as a price list
 PRODUCT_FIELDS = ("name", "category", "origin", "unit", "grade", "promo_text", "trace_url")
+CHANGE_FIELDS = (*PRODUCT_FIELDS, "price", "promo_price")
+MAX_PRICE = Decimal("10000")  # what a label can show: 0.00 to 9999.99 (retail/schemas.py `Price`)
+
+
+@dataclasses.dataclass
+class _Change:
+    """One `PriceBook.update` call waiting for its batch."""
+
+    product: Product
+    changes: dict[str, Any]
+    actor: str
+    source: PriceSource
+    at: datetime
+
+
+def check_changes(changes: dict[str, Any]) -> None:
+    """Refuse what a label or scale cannot show, naming the field (the API checks the same with its schema; this
+    guards every other caller, and keeps one bad change from spoiling the batch it arrived in)."""
+    unknown = set(changes) - set(CHANGE_FIELDS)
+    if unknown:
+        raise InvalidRequest(f"{sorted(unknown)[0]}: not a field of a product that can be changed")
+    for key in ("price", "promo_price"):
+        if key not in changes or (key == "promo_price" and changes[key] is None):
+            continue
+        value = changes[key]
+        if isinstance(value, bool) or not isinstance(value, Decimal | int | str):
+            raise InvalidRequest(f"{key}: {value!r} is not a price")
+        try:
+            price = Decimal(value)
+        except ArithmeticError:
+            raise InvalidRequest(f"{key}: {value!r} is not a price") from None
+        if not price.is_finite() or not 0 <= price < MAX_PRICE or price != price.quantize(Decimal("0.01")):
+            raise InvalidRequest(f"{key}: {value} is not a price a label can show (0.00 to 9999.99, at most two "
+                                 "decimals)")
+        changes[key] = price.quantize(Decimal("0.01"))
 
 
 class PriceBook:
     def __init__(self, labels: LabelDispatcher, sender: CommandSender, clock: Clock,
-                 *, schedule_lead: timedelta = timedelta(days=2)) -> None:
+                 *, schedule_lead: timedelta = timedelta(days=2), group_window_s: float = 0.002) -> None:
         self.labels = labels
         self.sender = sender
         self.clock = clock
@@ -45,6 +82,15 @@ class PriceBook:
         # memory: after a restart each label gets its frames once more, which the label takes as a replacement.
         self._sent_ahead: set[tuple[int, str]] = set()
         labels.on_moved = self.timed_frames_for
+        self._changes: GroupCommit[_Change, Product] = GroupCommit(
+            self._commit_changes, window_s=group_window_s, max_batch=GROUP_MAX, name="retail price changes")
+
+    @property
+    def group_stats(self) -> GroupCommitStats:
+        return self._changes.stats
+
+    async def aclose(self) -> None:
+        await self._changes.aclose()
 
     # ---------------------------------------------------------------- products
 
@@ -84,27 +130,77 @@ class PriceBook:
         return candidates[0]
 
     async def update(self, product: Product, changes: dict[str, Any], actor: str, source: PriceSource) -> Product:
-        """Change a product; a new price or promotion is recorded in the history and shown on labels and scales."""
-        old_price, old_promo = product.price, product.promo_price
-        for key in PRODUCT_FIELDS:
-            if key in changes:
-                setattr(product, key, changes[key])
-        if "price" in changes:
-            product.price = changes["price"]
-        if "promo_price" in changes:
-            product.promo_price = changes["promo_price"]
-        price_changed = (product.price, product.promo_price) != (old_price, old_promo)
-        async with in_transaction():
-            if price_changed or any(k in changes for k in ("name", "unit")):
-                product.plu_version = await self._next_version(await product.stall if product.stall_id else None)  # type: ignore[attr-defined]
-            await product.save()
-            if price_changed:
-                await PriceChange.create(product=product, source=source, actor=actor, old_price=old_price,
-                                         new_price=product.price, old_promo_price=old_promo,
-                                         new_promo_price=product.promo_price, at=self.clock())
-        await self.refresh_labels(product)
-        await self._push_scales(product)
-        return product
+        """Change a product; a new price or promotion is recorded in the history and shown on labels and scales.
+
+        Concurrent calls are group-committed (`_commit_changes`): each caller gets its own product back, or its
+        own error, as if it had been alone; `product` is updated in place as well."""
+        return await self._changes.submit(_Change(product, dict(changes), actor, source, self.clock()))
+
+    async def _commit_changes(self, batch: list[_Change]) -> list[Product | Exception]:
+        """One batch of `update` calls, in arrival order: the products read fresh in one query, each change
+        checked and applied in turn (a later change of the same product builds on the earlier one, so the last
+        one wins and the history keeps every step), then one transaction for the products (one PLU table version
+        per stall) and their history, then every bound label and the stalls' scales once, at their final state."""
+        rows = {p.id: p for p in await Product.filter(id__in=list({c.product.id for c in batch}))}
+        results: list[Product | Exception] = []
+        history: list[PriceChange] = []
+        touched: dict[int, Product] = {}
+        bumped: set[int] = set()
+        for change in batch:
+            row = rows.get(change.product.id)
+            if row is None:
+                results.append(NotFound(f"no product {change.product.id}"))
+                continue
+            try:
+                check_changes(change.changes)
+            except InvalidRequest as err:
+                results.append(err)
+                continue
+            old_price, old_promo = row.price, row.promo_price
+            for key in CHANGE_FIELDS:
+                if key in change.changes:
+                    setattr(row, key, change.changes[key])
+            touched[row.id] = row
+            if (row.price, row.promo_price) != (old_price, old_promo):
+                history.append(PriceChange(product=row, source=change.source, actor=change.actor, old_price=old_price,
+                                           new_price=row.price, old_promo_price=old_promo,
+                                           new_promo_price=row.promo_price, at=change.at))
+                bumped.add(row.id)
+            elif "name" in change.changes or "unit" in change.changes:
+                bumped.add(row.id)  # what a scale shows changed
+            for key in CHANGE_FIELDS:
+                setattr(change.product, key, getattr(row, key))
+            results.append(change.product)
+        if not touched:
+            return results
+        now = self.clock()
+        async with in_transaction():  # raising in here writes nothing: GroupCommit then tries each change alone
+            versions: dict[int | None, int] = {}
+            for row in touched.values():
+                if row.id in bumped:
+                    stall_id = row.stall_id  # type: ignore[attr-defined]
+                    if stall_id not in versions:
+                        versions[stall_id] = await self._next_version_of(stall_id)
+                    row.plu_version = versions[stall_id]
+                row.updated_at = now
+                await row.save(update_fields=[*CHANGE_FIELDS, "plu_version", "updated_at"])
+            if history:
+                await PriceChange.bulk_create(history, batch_size=500)
+        for change, result in zip(batch, results, strict=True):
+            if isinstance(result, Product):
+                row = touched[change.product.id]
+                result.plu_version, result.updated_at = row.plu_version, row.updated_at
+        try:  # committed: a failure from here on is told to the callers, and nothing is written twice
+            await self.labels.show_products(list(touched.values()))
+            pushed: set[int | None] = set()
+            for row in touched.values():
+                if row.stall_id not in pushed:  # type: ignore[attr-defined]
+                    pushed.add(row.stall_id)  # type: ignore[attr-defined]
+                    await self._push_scales(row)
+        except Exception as err:
+            log.exception("retail: %d price changes saved, but their labels or scales were not updated", len(batch))
+            return [err if isinstance(result, Product) else result for result in results]
+        return results
 
     async def update_many(self, items: list[tuple[Product, dict[str, Any]]], actor: str,
                           source: PriceSource) -> list[Product]:
@@ -136,9 +232,7 @@ class PriceBook:
                 await product.save(update_fields=[*PRODUCT_FIELDS, "price", "promo_price", "plu_version", "updated_at"])
             if history:
                 await PriceChange.bulk_create(history, batch_size=500)
-        by_id = {p.id: p for p in changed}
-        labels = await ShelfLabel.filter(product_id__in=list(by_id)) if by_id else []
-        await self.labels.show_many([(label, by_id[label.product_id]) for label in labels])  # type: ignore[attr-defined]
+        await self.labels.show_products(changed)
         pushed: set[int] = set()
         for product in changed:
             if product.stall_id not in pushed:  # type: ignore[attr-defined]
@@ -150,7 +244,7 @@ class PriceBook:
         return await PriceChange.filter(product=product).order_by("-at", "-id")
 
     async def refresh_labels(self, product: Product) -> int:
-        return await self.labels.show_many([(label, product) for label in await ShelfLabel.filter(product=product)])
+        return await self.labels.show_products([product])
 
     # ---------------------------------------------------------------- the scale side (sync)
 
@@ -222,8 +316,10 @@ class PriceBook:
         return scales
 
     async def _next_version(self, stall: Stall | None) -> int:
-        query = Product.filter(stall=stall) if stall is not None else Product.filter(stall_id=None)
-        row = await query.annotate(top=Max("plu_version")).first().values("top")
+        return await self._next_version_of(stall.id if stall is not None else None)
+
+    async def _next_version_of(self, stall_id: int | None) -> int:
+        row = await Product.filter(stall_id=stall_id).annotate(top=Max("plu_version")).first().values("top")
         return int((row or {}).get("top") or 0) + 1
 
     async def _stall(self, market: str, number: str | None) -> Stall | None:

@@ -36,11 +36,14 @@ log = logging.getLogger(__name__)
 class RetailService:
     def __init__(self, sender: CommandSender, clock: Clock = utcnow, *, tick_s: float = 0.5,
                  resend_after_s: float = 20.0, schedule_lead: timedelta = timedelta(days=2),
-                 limits: AnomalyLimits | None = None) -> None:
+                 limits: AnomalyLimits | None = None, group_window_s: float = 0.002) -> None:
         self.clock = clock
         self.sender = sender
-        self.labels = LabelDispatcher(sender, clock)
-        self.prices = PriceBook(self.labels, sender, clock, schedule_lead=schedule_lead)
+        # group_window_s: how long a single price change or label confirmation waits for others to share its
+        # write (docs/retail.md, "Single changes: group commit")
+        self.labels = LabelDispatcher(sender, clock, group_window_s=group_window_s)
+        self.prices = PriceBook(self.labels, sender, clock, schedule_lead=schedule_lead,
+                                group_window_s=group_window_s)
         self.ledger = Ledger(clock, limits)
         self.scales = ScaleDesk(sender, clock)
         self.uplinks = UplinkRouter(self)
@@ -71,6 +74,10 @@ class RetailService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         self._tasks.clear()
+        # Queued single changes and confirmations are written, later ones refused.
+        for close in (self.prices.aclose, self.labels.aclose):
+            with contextlib.suppress(Exception):
+                await close()
         if started:
             with contextlib.suppress(Exception):  # the registry may already be gone when a start failed
                 await self.labels.save_frames()
