@@ -8,8 +8,9 @@ The meaning is the one the registry always had: `UPPER(x) LIKE UPPER('%q%')` on 
   on presence updates). A query of three characters or more first takes the rows whose trigrams match, then
   applies the old condition to those, so the answer is exactly the old one (the FTS match folds case more
   broadly than SQLite's ASCII-only UPPER, never more narrowly).
-* PostgreSQL: pg_trgm GIN indexes on the very expressions the old condition uses, `UPPER(CAST(x AS VARCHAR))`,
-  so the planner answers the unchanged query from the index; nothing changes here.
+* PostgreSQL: a pg_trgm GIN index on `POSTGRES_TEXT`, the three columns upper-cased and joined by a unit
+  separator. A search first takes the rows whose joined text contains `UPPER(q)` (which every old match does),
+  then applies the old condition to those.
 
 Without the index (SQLite built without FTS5 or trigram, pg_trgm not installable) the same condition runs as a
 scan, with the same results. A SQLite `VACUUM` may renumber the device table's rowids, which the FTS table
@@ -28,6 +29,7 @@ from tortoise.queryset import QuerySet
 from fleet.models import Device
 
 TABLE = "device_search"
+POSTGRES_TEXT = 'UPPER("id") || chr(31) || UPPER("serial") || chr(31) || UPPER("name")'  # as indexed, verbatim
 MIN_INDEXED = 3  # the trigram index cannot narrow shorter queries
 
 _indexed: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
@@ -54,12 +56,33 @@ def fts_phrase(q: str) -> str:
     return "'" + phrase.replace("'", "''") + "'"
 
 
+def like_pattern(q: str) -> str:
+    """`%q%` matching `q` literally under `ESCAPE '\\'`, as a PostgreSQL escape-string literal (safe whatever
+    standard_conforming_strings says)."""
+    pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    return "E'" + pattern.replace("\\", "\\\\").replace("'", "''") + "'"
+
+
+async def postgres_index_ready(connection: Any) -> bool:
+    ready = _indexed.get(connection)
+    if ready is None:
+        rows = await connection.execute_query_dict(
+            "SELECT 1 FROM pg_indexes WHERE tablename = 'device' AND indexname = 'device_search_trgm'")
+        ready = _indexed[connection] = bool(rows)
+    return ready
+
+
 async def search(query: QuerySet[Device], q: str) -> QuerySet[Device]:
     """`query` narrowed to the devices whose id, serial or name contains `q` (ignoring case)."""
     query = query.filter(substring_condition(q))
+    if "\x00" in q:
+        return query
     connection = Tortoise.get_connection("default")
-    if (connection.capabilities.dialect != "sqlite" or len(q) < MIN_INDEXED or "\x00" in q
-            or not await sqlite_index_ready(connection)):
-        return query  # PostgreSQL's trigram indexes serve the condition itself, or it is a scan
-    candidates = f"(SELECT id FROM {TABLE} WHERE {TABLE} MATCH {fts_phrase(q)})"
+    dialect = connection.capabilities.dialect
+    if dialect == "sqlite" and len(q) >= MIN_INDEXED and await sqlite_index_ready(connection):
+        candidates = f"(SELECT id FROM {TABLE} WHERE {TABLE} MATCH {fts_phrase(q)})"
+    elif dialect == "postgres" and await postgres_index_ready(connection):
+        candidates = f"""(SELECT id FROM device WHERE ({POSTGRES_TEXT}) LIKE UPPER({like_pattern(q)}) ESCAPE E'\\\\')"""
+    else:
+        return query  # no index here: the condition alone, a scan
     return query.filter(id__in=RawSQL(candidates))
