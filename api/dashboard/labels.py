@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Form, Query, Request
 from fastapi.responses import Response
 from pydantic import ValidationError
+from tortoise.expressions import Subquery
 
 from accounts.permissions import Permission
 from api.auth import ContextDep, RegistryDep
@@ -42,12 +43,12 @@ async def _rows_context(market: Market | None, q: str, bound: str, page_no: int)
     query = Device.filter(kind="esl", market_id=market.code)
     if q.strip():
         query = query.filter(id__icontains=q.strip())
-    bound_ids = ShelfLabel.filter(market_id=market.code, product_id__not_isnull=True).values_list("device_id",
-                                                                                                 flat=True)
+    # A subquery, not a list of ids: a market may have tens of thousands of labels.
+    bound_ids = Subquery(ShelfLabel.filter(market_id=market.code, product_id__not_isnull=True).values("device_id"))
     if bound == "yes":
-        query = query.filter(id__in=await bound_ids)
+        query = query.filter(id__in=bound_ids)
     elif bound == "no":
-        query = query.exclude(id__in=await bound_ids)
+        query = query.exclude(id__in=bound_ids)
     total = await query.count()
     pages = max(1, (total + SHOWN - 1) // SHOWN)
     page_no = min(max(1, page_no), pages)

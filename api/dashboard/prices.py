@@ -9,6 +9,7 @@ htmx fragment (`/prices/rows`); each action answers the refreshed fragment with 
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from decimal import Decimal, InvalidOperation
 from typing import Annotated, Any
@@ -147,8 +148,11 @@ async def _render_rows(request: Request, viewer: Viewer, market: Market | None, 
     }, status_code=status_code)
 
 
+Change = Callable[[RetailService, Product, Market], Awaitable[str]]
+
+
 async def _action(request: Request, viewer: Viewer, ctx: ContextDep, registry: RegistryDep, product_id: int,
-                  market: str, stall: str, q: str, work: Any) -> Response:
+                  market: str, stall: str, q: str, work: Change) -> Response:
     """Run one change on a product the viewer may change; answer the refreshed rows, or why not."""
     if not viewer.principal.can(Permission.PRICES_WRITE):
         return forbidden_page(request, viewer)

@@ -238,6 +238,14 @@ async def test_bind_preview_and_unbind_a_label_through_the_page(site, new_page, 
     await page.wait_for_selector(f"tr[data-label='{label.device_id}'][data-state='unbound']")
     assert (await ShelfLabel.get(device_id=label.device_id)).product_id is None  # type: ignore[attr-defined]
 
+    async def listed(bound: str) -> set[str]:
+        await page.goto(f"{site.url}/labels?market=FT01&bound={bound}")
+        return set(await page.eval_on_selector_all("tr[data-label]", "rows => rows.map(r => r.dataset.label)"))
+
+    bound_ids = {d.device_id for d in floor.labels if (await ShelfLabel.get(device_id=d.device_id)).product_id}  # type: ignore[attr-defined]
+    assert label.device_id in await listed("no") and label.device_id not in await listed("yes")
+    assert await listed("yes") == bound_ids
+
 
 async def test_a_bad_price_is_refused_with_a_clear_reason(site, new_page, floor: Floor) -> None:
     product = floor.products["1002"]
