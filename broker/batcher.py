@@ -87,6 +87,11 @@ class Batcher(Generic[T, R]):
     def pending(self) -> int:
         return len(self._queue)
 
+    @property
+    def has_room(self) -> bool:
+        """False while `max_pending` items wait (then `enqueue` would wait)."""
+        return self._space.is_set()
+
     # ---------------------------------------------------------------- producers
 
     def enqueue_nowait(self, item: T) -> asyncio.Future[R]:

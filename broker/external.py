@@ -72,6 +72,7 @@ class ExternalIngest:
         self.received = 0
         self.acks = AckPublisher(self.publish)
         self._client: aiomqtt.Client | None = None
+        self._inbox: asyncio.Queue[aiomqtt.Message] | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -109,6 +110,17 @@ class ExternalIngest:
             raise aiomqtt.MqttError("not connected to the broker")
         await client.publish(topic, data, qos=qos)
 
+    def _inbox_type(self) -> type[asyncio.Queue[aiomqtt.Message]]:
+        """aiomqtt's message queue, remembered so `_run` can drain it without a task per message."""
+        worker = self
+
+        class Inbox(asyncio.Queue[aiomqtt.Message]):
+            def __init__(self, maxsize: int = 0) -> None:
+                super().__init__(maxsize)
+                worker._inbox = self
+
+        return Inbox
+
     async def _run(self) -> None:
         delay = 0.5
         while not self._closing:
@@ -123,14 +135,22 @@ class ExternalIngest:
                     clean_session=None if self.protocol == "5" else self.clean_session,
                     keepalive=self.keepalive_s,
                     max_inflight_messages=1000,
+                    queue_type=self._inbox_type(),
                 ) as client:
                     self._client = client
                     await client.subscribe(topics.shared_up_filter(self.group), qos=1)
                     self.connected.set()
                     delay = 0.5
                     log.info("ingest worker %s subscribed on %s:%s", self.client_id, self.host, self.port)
+                    inbox = self._inbox
+                    assert inbox is not None
+                    # aiomqtt's iterator costs a task and an asyncio.wait per message: wait through it for the
+                    # first message of a burst, then take the rest of what paho has queued directly.
                     async for message in client.messages:
-                        await self._handle(str(message.topic), message.payload)
+                        await self._handle(message.topic.value, message.payload)
+                        while not inbox.empty():
+                            message = inbox.get_nowait()
+                            await self._handle(message.topic.value, message.payload)
             except aiomqtt.MqttError as err:
                 if self._closing:
                     break
@@ -156,5 +176,8 @@ class ExternalIngest:
             return
         if self.presence is not None:
             self.presence.seen(parsed.device_id)
-        future = await self.pipeline.enqueue(Uplink("mqtt", parsed.device_id, parsed.channel, data, topic=topic))
+        uplink = Uplink("mqtt", parsed.device_id, parsed.channel, data, topic=topic)
+        pipeline = self.pipeline
+        # Synchronous while the pipeline has room: no suspension per message (a burst becomes one batch).
+        future = pipeline.enqueue_nowait(uplink) if pipeline.has_room else await pipeline.enqueue(uplink)
         self.acks.track(future, parsed.reply("ack"))

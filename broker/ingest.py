@@ -241,6 +241,14 @@ class IngestPipeline:
         """Queue an uplink (waiting while the queue is full); the future resolves with its Ack."""
         return await self._batcher.enqueue(uplink)
 
+    def enqueue_nowait(self, uplink: Uplink) -> asyncio.Future[Ack]:
+        """Queue an uplink without waiting (check `has_room` first, or the queue grows past `max_pending`)."""
+        return self._batcher.enqueue_nowait(uplink)
+
+    @property
+    def has_room(self) -> bool:
+        return self._batcher.has_room
+
     @property
     def pending(self) -> int:
         return self._batcher.pending
