@@ -88,7 +88,7 @@ async def content_for(product: Product, *, promo: bool = True, places: _Places =
 
 class LabelDispatcher:
     def __init__(self, sender: CommandSender, clock: Clock, *, frame_cache: int = 50_000,
-                 group_window_s: float = 0.002) -> None:
+                 group_window_s: float = 0.002, group_max: int = 500) -> None:
         self.sender = sender
         self.clock = clock
         self.stats = LabelStats()
@@ -103,7 +103,7 @@ class LabelDispatcher:
         # price change's write cannot save the old pending state over it.
         self._write_lock = asyncio.Lock()
         self._shown: GroupCommit[tuple[str, str, int], bool] = GroupCommit(
-            self._commit_shown, window_s=group_window_s, max_batch=500, name="retail label confirmations")
+            self._commit_shown, window_s=group_window_s, max_batch=group_max, name="retail label confirmations")
 
     # ---------------------------------------------------------------- binding
 

@@ -8,6 +8,7 @@ applied on the platform when their moment comes (`apply_due`).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 import time
@@ -46,6 +47,8 @@ class _Change:
     actor: str
     source: PriceSource
     at: datetime
+    scale: str | None = None  # a price typed on this scale: the conflict rule decides (retail/sync.py)
+    scale_holds: int = 0  # the PLU table version that scale held
 
 
 def check_changes(changes: dict[str, Any]) -> None:
@@ -72,7 +75,8 @@ def check_changes(changes: dict[str, Any]) -> None:
 
 class PriceBook:
     def __init__(self, labels: LabelDispatcher, sender: CommandSender, clock: Clock,
-                 *, schedule_lead: timedelta = timedelta(days=2), group_window_s: float = 0.002) -> None:
+                 *, schedule_lead: timedelta = timedelta(days=2), group_window_s: float = 0.002,
+                 group_max: int = GROUP_MAX) -> None:
         self.labels = labels
         self.sender = sender
         self.clock = clock
@@ -83,7 +87,7 @@ class PriceBook:
         self._sent_ahead: set[tuple[int, str]] = set()
         labels.on_moved = self.timed_frames_for
         self._changes: GroupCommit[_Change, Product] = GroupCommit(
-            self._commit_changes, window_s=group_window_s, max_batch=GROUP_MAX, name="retail price changes")
+            self._commit_changes, window_s=group_window_s, max_batch=group_max, name="retail price changes")
 
     @property
     def group_stats(self) -> GroupCommitStats:
@@ -136,16 +140,19 @@ class PriceBook:
         own error, as if it had been alone; `product` is updated in place as well."""
         return await self._changes.submit(_Change(product, dict(changes), actor, source, self.clock()))
 
-    async def _commit_changes(self, batch: list[_Change]) -> list[Product | Exception]:
-        """One batch of `update` calls, in arrival order: the products read fresh in one query, each change
-        checked and applied in turn (a later change of the same product builds on the earlier one, so the last
-        one wins and the history keeps every step), then one transaction for the products (one PLU table version
-        per stall) and their history, then every bound label and the stalls' scales once, at their final state."""
+    async def _commit_changes(self, batch: list[_Change]) -> list[Any]:
+        """One batch of single changes (`update`, `price_from_scale`) in arrival order: the products read fresh in
+        one query, each change checked and applied in turn (a later change of the same product builds on the
+        earlier one, so the last one wins and the history keeps every step; a scale's change meets the conflict
+        rule against what came before it), then one transaction for the products (one PLU table version per
+        stall) and their history, then every bound label and the stalls' scales once, at their final state."""
         rows = {p.id: p for p in await Product.filter(id__in=list({c.product.id for c in batch}))}
-        results: list[Product | Exception] = []
+        results: list[Any] = []
         history: list[PriceChange] = []
         touched: dict[int, Product] = {}
         bumped: set[int] = set()
+        versions: dict[int | None, int] = {}  # the stalls' table version this batch writes
+        scales_told: dict[str, int] = {}  # scale -> product whose table it is sent (a refused or accepted edit)
         for change in batch:
             row = rows.get(change.product.id)
             if row is None:
@@ -157,25 +164,42 @@ class PriceBook:
                 results.append(err)
                 continue
             old_price, old_promo = row.price, row.promo_price
+            note = ""
+            if change.scale is not None:
+                stall_id = row.stall_id  # type: ignore[attr-defined]
+                if row.id in bumped and stall_id not in versions:
+                    versions[stall_id] = await self._next_version_of(stall_id)
+                decision = decide_scale_change(versions[stall_id] if row.id in bumped else row.plu_version,
+                                               change.scale_holds)
+                scales_told[change.scale] = row.id
+                if not decision.accepted:
+                    refused = PriceChange(product=row, source=PriceSource.SCALE, actor=change.scale,
+                                          old_price=row.price, new_price=change.changes["price"], accepted=False,
+                                          note=decision.reason[:300], at=change.at)
+                    history.append(refused)
+                    results.append(refused)
+                    continue
+                note = decision.reason
             for key in CHANGE_FIELDS:
                 if key in change.changes:
                     setattr(row, key, change.changes[key])
             touched[row.id] = row
-            if (row.price, row.promo_price) != (old_price, old_promo):
-                history.append(PriceChange(product=row, source=change.source, actor=change.actor, old_price=old_price,
-                                           new_price=row.price, old_promo_price=old_promo,
-                                           new_promo_price=row.promo_price, at=change.at))
+            entry = None
+            if (row.price, row.promo_price) != (old_price, old_promo) or change.scale is not None:
+                entry = PriceChange(product=row, source=change.source, actor=change.actor, old_price=old_price,
+                                    new_price=row.price, old_promo_price=old_promo, new_promo_price=row.promo_price,
+                                    note=note, at=change.at)
+                history.append(entry)
                 bumped.add(row.id)
             elif "name" in change.changes or "unit" in change.changes:
                 bumped.add(row.id)  # what a scale shows changed
             for key in CHANGE_FIELDS:
                 setattr(change.product, key, getattr(row, key))
-            results.append(change.product)
-        if not touched:
+            results.append(entry if change.scale is not None else change.product)
+        if not touched and not history:
             return results
         now = self.clock()
         async with in_transaction():  # raising in here writes nothing: GroupCommit then tries each change alone
-            versions: dict[int | None, int] = {}
             for row in touched.values():
                 if row.id in bumped:
                     stall_id = row.stall_id  # type: ignore[attr-defined]
@@ -186,21 +210,38 @@ class PriceBook:
                 await row.save(update_fields=[*CHANGE_FIELDS, "plu_version", "updated_at"])
             if history:
                 await PriceChange.bulk_create(history, batch_size=500)
-        for change, result in zip(batch, results, strict=True):
-            if isinstance(result, Product):
-                row = touched[change.product.id]
-                result.plu_version, result.updated_at = row.plu_version, row.updated_at
+        for change in batch:
+            row = touched.get(change.product.id)
+            if row is not None:
+                change.product.plu_version, change.product.updated_at = row.plu_version, row.updated_at
         try:  # committed: a failure from here on is told to the callers, and nothing is written twice
             await self.labels.show_products(list(touched.values()))
-            pushed: set[int | None] = set()
-            for row in touched.values():
-                if row.stall_id not in pushed:  # type: ignore[attr-defined]
-                    pushed.add(row.stall_id)  # type: ignore[attr-defined]
-                    await self._push_scales(row)
+            await self._push_batch(touched, scales_told, rows, batch)
         except Exception as err:
             log.exception("retail: %d price changes saved, but their labels or scales were not updated", len(batch))
-            return [err if isinstance(result, Product) else result for result in results]
+            return [err if isinstance(result, Product | PriceChange) else result for result in results]
         return results
+
+    async def _push_batch(self, touched: dict[int, Product], scales_told: dict[str, int], rows: dict[int, Product],
+                          batch: list[_Change]) -> None:
+        """Each touched stall's table to its scales once. A scale whose own edit was the only change of its stall
+        in the batch is not sent it back (it holds it already); one whose edit was refused gets the table."""
+        stalls: dict[int | None, Product] = {}
+        editors: dict[int | None, set[str]] = {}
+        for change in batch:
+            row = touched.get(change.product.id)
+            if row is None:
+                continue
+            stall_id = row.stall_id  # type: ignore[attr-defined]
+            stalls.setdefault(stall_id, row)
+            editors.setdefault(stall_id, set()).add(change.scale or "")
+        for stall_id, row in stalls.items():
+            who = editors[stall_id]  # scales that edited, "" for the platform
+            await self._push_scales(row, skip=next(iter(who)) if len(who) == 1 and "" not in who else None)
+        for scale, product_id in scales_told.items():
+            stall_id = rows[product_id].stall_id  # type: ignore[attr-defined]
+            if stall_id not in stalls:  # refused, nothing else in its stall changed: show it the price that stands
+                await self._push_scales(rows[product_id], only=scale)
 
     async def update_many(self, items: list[tuple[Product, dict[str, Any]]], actor: str,
                           source: PriceSource) -> list[Product]:
@@ -249,31 +290,25 @@ class PriceBook:
     # ---------------------------------------------------------------- the scale side (sync)
 
     async def price_from_scale(self, scale_id: str, code: str, unit_price: Decimal) -> PriceChange:
-        """A price typed on a scale: applied, or refused as stale (retail/sync.py); recorded either way."""
+        """A price typed on a scale: applied, or refused as stale (retail/sync.py); recorded either way.
+        Group-committed with other single changes; the conflict rule is applied in the batch, in arrival order."""
+        return await self._changes.submit(await self.scale_change(scale_id, code, unit_price))
+
+    async def scale_change(self, scale_id: str, code: str, unit_price: Decimal) -> _Change:
+        """The change a scale asks for, looked up (its product, the table version it holds) but not written yet:
+        `submit_changes` writes several of them in their order."""
         scale = await Device.get_or_none(id=scale_id)
         if scale is None or scale.market_id is None:  # type: ignore[attr-defined]
             raise InvalidRequest(f"scale {scale_id!r} is not placed in a market")
         product = await self.find(scale.market_id, code, scale.stall_id)  # type: ignore[attr-defined]
         plu = await ScalePlu.get_or_none(scale_id=scale_id)
-        decision = decide_scale_change(product.plu_version, plu.held_version if plu else 0)
-        if not decision.accepted:
-            change = await PriceChange.create(product=product, source=PriceSource.SCALE, actor=scale_id,
-                                              old_price=product.price, new_price=unit_price, accepted=False,
-                                              note=decision.reason[:300], at=self.clock())
-            await self._push_scales(product, only=scale_id)  # show the scale the price that stands
-            return change
-        old = product.price
-        product.price = unit_price
-        # The scale's edit is the newest decision; bump the table so the stall's other scales get it too, and
-        # count the editing scale as holding it already.
-        product.plu_version = await self._next_version(await product.stall if product.stall_id else None)  # type: ignore[attr-defined]
-        await product.save()
-        change = await PriceChange.create(product=product, source=PriceSource.SCALE, actor=scale_id, old_price=old,
-                                          new_price=unit_price, old_promo_price=product.promo_price,
-                                          new_promo_price=product.promo_price, note=decision.reason, at=self.clock())
-        await self.refresh_labels(product)
-        await self._push_scales(product, skip=scale_id)
-        return change
+        return _Change(product, {"price": unit_price}, scale_id, PriceSource.SCALE, self.clock(), scale=scale_id,
+                       scale_holds=plu.held_version if plu else 0)
+
+    async def submit_changes(self, changes: list[_Change]) -> list[Any]:
+        """Write `changes` in their order, group-committed; one result or exception per change."""
+        tasks = [asyncio.ensure_future(self._changes.submit(change)) for change in changes]  # queued in this order
+        return await asyncio.gather(*tasks, return_exceptions=True)
 
     async def scale_holds(self, scale_id: str, version: int) -> None:
         plu, _ = await ScalePlu.get_or_create(scale_id=scale_id)

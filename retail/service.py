@@ -36,14 +36,14 @@ log = logging.getLogger(__name__)
 class RetailService:
     def __init__(self, sender: CommandSender, clock: Clock = utcnow, *, tick_s: float = 0.5,
                  resend_after_s: float = 20.0, schedule_lead: timedelta = timedelta(days=2),
-                 limits: AnomalyLimits | None = None, group_window_s: float = 0.002) -> None:
+                 limits: AnomalyLimits | None = None, group_window_s: float = 0.002, group_max: int = 500) -> None:
         self.clock = clock
         self.sender = sender
         # group_window_s: how long a single price change or label confirmation waits for others to share its
-        # write (docs/retail.md, "Single changes: group commit")
-        self.labels = LabelDispatcher(sender, clock, group_window_s=group_window_s)
+        # write; group_max: most per write, 1 writes each alone (docs/retail.md, "Single changes: group commit")
+        self.labels = LabelDispatcher(sender, clock, group_window_s=group_window_s, group_max=group_max)
         self.prices = PriceBook(self.labels, sender, clock, schedule_lead=schedule_lead,
-                                group_window_s=group_window_s)
+                                group_window_s=group_window_s, group_max=group_max)
         self.ledger = Ledger(clock, limits)
         self.scales = ScaleDesk(sender, clock)
         self.uplinks = UplinkRouter(self)
@@ -117,8 +117,17 @@ class RetailService:
             except Exception:
                 log.exception("retail: %d label confirmations failed", len(shown))
             envelopes = [e for e in envelopes if not _is_shown(e)]
+        prices: list[Envelope] = []  # a run of prices typed on scales, written together in their order
         for envelope in envelopes:
+            if _is_price_set(envelope):
+                prices.append(envelope)
+                continue
+            if prices:
+                await self.uplinks.handle_price_sets(prices)
+                prices = []
             await self.uplinks.handle(envelope)
+        if prices:
+            await self.uplinks.handle_price_sets(prices)
 
     async def _every(self, seconds: float, work: Any) -> None:
         while True:
@@ -136,6 +145,12 @@ def _is_shown(envelope: Envelope) -> bool:
     payload = envelope.payload
     return (str(envelope.kind) == "esl" and str(envelope.channel) == "event" and isinstance(payload, dict)
             and payload.get("type") == "shown" and isinstance(payload.get("image_sha256"), str))
+
+
+def _is_price_set(envelope: Envelope) -> bool:
+    payload = envelope.payload
+    return (str(envelope.kind) == "scale" and str(envelope.channel) == "event" and isinstance(payload, dict)
+            and payload.get("type") == "price_set")
 
 
 def setup(sender: CommandSender, clock: Clock = utcnow, **options: Any) -> RetailService:

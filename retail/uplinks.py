@@ -64,6 +64,36 @@ class UplinkRouter:
             self.stats.errors += 1
             log.exception("retail: %s from %s failed", name, envelope.device_id)
 
+    async def handle_price_sets(self, envelopes: list[Envelope]) -> None:
+        """Prices typed on scales that arrived together: looked up in their order, then written in one group
+        commit (retail/prices.py), each judged by the conflict rule against what came before it."""
+        name = "scale.event.price_set"
+        changes, sources = [], []
+        for env in envelopes:
+            try:
+                event = validate_payload("scale", "event", env.payload)
+                changes.append(await self.service.prices.scale_change(env.device_id, event.product_code,
+                                                                      event.unit_price))
+                sources.append(env)
+            except (ValidationError, KeyError):
+                self.stats.ignored["invalid"] += 1
+            except MarketFleetError as err:
+                self.stats.ignored[name] += 1
+                log.info("retail: %s from %s not used: %s", name, env.device_id, err)
+            except Exception:
+                self.stats.errors += 1
+                log.exception("retail: %s from %s failed", name, env.device_id)
+        results = await self.service.prices.submit_changes(changes) if changes else []
+        for env, result in zip(sources, results, strict=True):
+            if isinstance(result, MarketFleetError):
+                self.stats.ignored[name] += 1
+                log.info("retail: %s from %s not used: %s", name, env.device_id, result)
+            elif isinstance(result, BaseException):
+                self.stats.errors += 1
+                log.error("retail: %s from %s failed", name, env.device_id, exc_info=result)
+            else:
+                self.stats.handled[name] += 1
+
     # ---------------------------------------------------------------- scales
 
     async def _scale_event_transaction(self, env: Envelope, sale: BaseModel) -> None:

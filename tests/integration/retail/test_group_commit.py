@@ -9,6 +9,7 @@ from decimal import Decimal
 
 import pytest
 
+from fleet.envelope import Envelope
 from fleet.errors import InvalidRequest, NotFound
 from retail.models import PriceChange, PriceSource, Product, ShelfLabel
 from retail.render import LabelSpec, price_box, read_price
@@ -138,3 +139,35 @@ async def test_a_single_change_with_a_price_no_label_can_show_is_refused_clearly
         await retail.service.prices.update(product, {"price": bad}, "user:x", PriceSource.API)
     assert (await Product.get(id=product.id)).price == Decimal("2.00")
     assert await PriceChange.filter(product_id=product.id).count() == 1  # only its creation
+
+
+async def test_prices_typed_on_scales_together_are_judged_in_order_and_written_together(retail: Retail) -> None:
+    (first, second), sims = await _products_with_labels(retail, "SC", 2, first_label=16)
+    await retail.floor.deliver()  # the stall's scales hold the newest table
+    batches_before = retail.service.prices.group_stats.batches
+    ignored_before = retail.service.uplinks.stats.ignored["scale.event.price_set"]
+
+    def typed(scale: str, code: str, price: str, seq: int) -> Envelope:
+        return Envelope(device_id=scale, kind="scale", channel="event", ts=retail.clock(), seq=seq,
+                        received_at=retail.clock(),
+                        payload={"type": "price_set", "product_code": code, "unit_price": price})
+
+    await retail.service.handle_many([  # one burst from the bus, as the service's consumer hands it over
+        typed("tv-SC00", first.code, "21.00", 1),
+        typed("tv-SC01", second.code, "22.00", 2),
+        typed("tv-SC01", first.code, "23.00", 3),  # SC01 had not seen SC00's change just before: stale
+        typed("tv-SC02", "NO-SUCH-CODE", "1.00", 4),
+    ])
+
+    assert retail.service.prices.group_stats.batches - batches_before == 1
+    assert retail.service.uplinks.stats.ignored["scale.event.price_set"] - ignored_before == 1  # the unknown code
+    history = [(h.actor, h.new_price, h.accepted) for h in await PriceChange.filter(
+        product_id=first.id, source=PriceSource.SCALE).order_by("id")]
+    assert history == [("tv-SC00", Decimal("21.00"), True), ("tv-SC01", Decimal("23.00"), False)]
+    assert [(h.actor, h.new_price) for h in await PriceChange.filter(product_id=second.id, source=PriceSource.SCALE)
+            ] == [("tv-SC01", Decimal("22.00"))]
+    await retail.floor.deliver()
+    assert [_shown_price(sim) for sim in sims] == [Decimal("21.00"), Decimal("22.00")]
+    for scale in ("tv-SC00", "tv-SC01", "tv-SC02"):  # every scale of the stall ends with the prices that stand
+        assert retail.floor.scales[scale].plu[first.code] == "21.00"
+        assert retail.floor.scales[scale].plu[second.code] == "22.00"
