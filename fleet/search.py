@@ -9,8 +9,8 @@ The meaning is the one the registry always had: `UPPER(x) LIKE UPPER('%q%')` on 
   applies the old condition to those, so the answer is exactly the old one (the FTS match folds case more
   broadly than SQLite's ASCII-only UPPER, never more narrowly).
 * PostgreSQL: a pg_trgm GIN index on `POSTGRES_TEXT`, the three columns upper-cased and joined by a unit
-  separator. A search first takes the rows whose joined text contains `UPPER(q)` (which every old match does),
-  then applies the old condition to those.
+  separator. A search takes the rows whose joined text contains `UPPER(q)` (which every old match does) and
+  applies the old condition, written out as tortoise writes it, to those.
 
 Without the index (SQLite built without FTS5 or trigram, pg_trgm not installable) the same condition runs as a
 scan, with the same results. A SQLite `VACUUM` may renumber the device table's rowids, which the FTS table
@@ -74,15 +74,19 @@ async def postgres_index_ready(connection: Any) -> bool:
 
 async def search(query: QuerySet[Device], q: str) -> QuerySet[Device]:
     """`query` narrowed to the devices whose id, serial or name contains `q` (ignoring case)."""
-    query = query.filter(substring_condition(q))
-    if "\x00" in q:
-        return query
     connection = Tortoise.get_connection("default")
     dialect = connection.capabilities.dialect
+    if "\x00" in q:  # no literal may carry it: the plain condition
+        return query.filter(substring_condition(q))
     if dialect == "sqlite" and len(q) >= MIN_INDEXED and await sqlite_index_ready(connection):
         candidates = f"(SELECT id FROM {TABLE} WHERE {TABLE} MATCH {fts_phrase(q)})"
-    elif dialect == "postgres" and await postgres_index_ready(connection):
-        candidates = f"""(SELECT id FROM device WHERE ({POSTGRES_TEXT}) LIKE UPPER({like_pattern(q)}) ESCAPE E'\\\\')"""
-    else:
-        return query  # no index here: the condition alone, a scan
-    return query.filter(id__in=RawSQL(candidates))
+        return query.filter(substring_condition(q), id__in=RawSQL(candidates))
+    if dialect == "postgres" and await postgres_index_ready(connection):
+        # The whole condition inside the subquery: with it outside, the planner tends to scan the table for it
+        # and use the index only to confirm. Same SQL as tortoise's icontains (UPPER … LIKE UPPER … ESCAPE).
+        pattern, escape = like_pattern(q), "ESCAPE E'\\\\'"
+        exact = " OR ".join(f'UPPER(CAST("{column}" AS VARCHAR)) LIKE UPPER({pattern}) {escape}'
+                            for column in ("id", "serial", "name"))
+        candidates = f"(SELECT id FROM device WHERE ({POSTGRES_TEXT}) LIKE UPPER({pattern}) {escape} AND ({exact}))"
+        return query.filter(id__in=RawSQL(candidates))
+    return query.filter(substring_condition(q))  # no index here: the condition alone, a scan
