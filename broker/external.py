@@ -33,6 +33,7 @@ import aiomqtt
 from broker import topics
 from broker.acks import AckPublisher
 from broker.ingest import IngestPipeline
+from broker.mqtt_socket import coalesce_paho_io
 from broker.presence import PresenceTracker
 from broker.uplink import Uplink
 
@@ -125,7 +126,7 @@ class ExternalIngest:
         delay = 0.5
         while not self._closing:
             try:
-                async with aiomqtt.Client(
+                client = aiomqtt.Client(
                     self.host,
                     self.port,
                     username=self.username or None,
@@ -136,7 +137,9 @@ class ExternalIngest:
                     keepalive=self.keepalive_s,
                     max_inflight_messages=1000,
                     queue_type=self._inbox_type(),
-                ) as client:
+                )
+                coalesce_paho_io(client)
+                async with client:
                     self._client = client
                     await client.subscribe(topics.shared_up_filter(self.group), qos=1)
                     self.connected.set()
