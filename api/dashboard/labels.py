@@ -67,6 +67,11 @@ async def _rows_context(market: Market | None, q: str, bound: str, page_no: int)
     return {"rows": rows, "total": total, "products": products, "page": page_no, "pages": pages}
 
 
+def _waiting(rows: list[dict[str, Any]]) -> bool:
+    """Whether a label on the page has not confirmed what it was sent (the table then refreshes itself)."""
+    return any(row["state"] in ("pending", "no_route") for row in rows)
+
+
 def _display_state(label: ShelfLabel | None) -> str:
     """unbound, no_route (never heard by a base station), pending (sent, not confirmed), shown (confirmed)."""
     if label is None or label.product_id is None:  # type: ignore[attr-defined]
@@ -101,15 +106,30 @@ async def labels_page(
     context = await _rows_context(chosen, q, bound, page)
     context.update(_base(viewer), markets=markets, market=chosen, filters=_filters(chosen, q, bound, context["page"]),
                    running=retail_service(ctx) is not None, timezone=chosen.timezone if chosen else None,
-                   message=None, error=False)
+                   message=None, error=False, polling=_waiting(context["rows"]))
     return render(request, viewer, "labels.html", context, section="labels")
+
+
+@router.get("/labels/rows")
+async def label_rows(
+    request: Request, viewer: ViewerDep, registry: RegistryDep,
+    market: Annotated[str, Query(max_length=32)] = "",
+    q: Annotated[str, Query(max_length=100)] = "",
+    bound: Bound = "",
+    page: Annotated[int, Query(ge=1, le=100_000)] = 1,
+) -> Response:
+    """The table alone: the page polls it while a label has not confirmed what it was sent."""
+    if not viewer.may(may_read_prices):
+        return forbidden_page(request, viewer)
+    _markets, chosen = await choose_market(viewer, registry, market)
+    return await _render_rows(request, viewer, chosen, q, bound, page, None)
 
 
 async def _render_rows(request: Request, viewer: Viewer, market: Market | None, q: str, bound: str, page_no: int,
                        message: str | None, *, error: bool = False, status_code: int = 200) -> Response:
     context = await _rows_context(market, q, bound, page_no)
     context.update(_base(viewer), filters=_filters(market, q, bound, context["page"]), message=message, error=error,
-                   timezone=market.timezone if market else None)
+                   timezone=market.timezone if market else None, polling=_waiting(context["rows"]))
     return render(request, viewer, "label_rows.html", context, status_code=status_code)
 
 
@@ -178,8 +198,12 @@ async def label_action(
 
 @router.get("/labels/{label_id}/image.png")
 async def label_image(request: Request, viewer: ViewerDep, ctx: ContextDep, label_id: str,
-                      page: Annotated[int, Query(ge=0, le=len(PAGES) - 1)] = 0) -> Response:
-    """One page of what the label is sent for its product, rendered for its panel (size and colours)."""
+                      page: Annotated[int, Query(ge=0, le=len(PAGES) - 1)] = 0,
+                      v: Annotated[str, Query(max_length=100)] = "") -> Response:
+    """One page of what the label is sent for its product, rendered for its panel (size and colours).
+
+    `v` names the product's and panel's version (the table sets it): such a URL always shows the same picture,
+    so the browser may keep it and the table's refreshes cost no rendering."""
     if not viewer.may(may_read_prices):
         return Response("this role may not see shelf labels", status_code=403, media_type="text/plain")
     service = retail_service(ctx)
@@ -194,4 +218,5 @@ async def label_image(request: Request, viewer: ViewerDep, ctx: ContextDep, labe
     image = service.labels.render(label, await content_for(await label.product), page)
     buffer = io.BytesIO()
     image.to_pil().save(buffer, format="PNG")
-    return Response(buffer.getvalue(), media_type="image/png", headers={"Cache-Control": "no-store"})
+    cache = "private, max-age=600" if v else "no-store"
+    return Response(buffer.getvalue(), media_type="image/png", headers={"Cache-Control": cache})

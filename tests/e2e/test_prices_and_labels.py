@@ -165,7 +165,11 @@ async def test_price_set_in_the_dashboard_shows_on_the_scale_and_the_label(site,
     page = await new_page()
     await sign_in(page, site, "manny", next_path="/labels")  # a market manager of FT01
     await _bind_on_page(page, site, label.device_id, product)
+    assert await page.get_attribute(f"tr[data-label='{label.device_id}']", "data-state") == "pending"
     await eventually(_true(lambda: floor.shown_price(label) == Decimal("6.80")), WITHIN)
+    # The table refreshes itself while a label has not confirmed: it turns to "shown" without a reload.
+    await page.wait_for_selector(f"tr[data-label='{label.device_id}'][data-state='shown']", timeout=WITHIN * 1000)
+    assert await page.locator("#labels[data-polling]").count() == 0  # and stops polling then
 
     await page.goto(f"{site.url}/prices?market=FT01&stall=A01")
     row = page.locator(f"tr[data-product='{product.id}']")
@@ -218,7 +222,8 @@ async def test_bind_preview_and_unbind_a_label_through_the_page(site, new_page, 
     assert await preview.evaluate("img => img.decode().then(() => img.naturalWidth)") == 296
     await row.locator("select[data-preview-page]").select_option("3")
     await page.wait_for_function(
-        "id => document.querySelector(`tr[data-label='${id}'] img[data-preview]`).src.endsWith('page=3')",
+        "id => new URL(document.querySelector(`tr[data-label='${id}'] img[data-preview]`).src).searchParams.get('page')"
+        " === '3'",
         arg=label.device_id)
     png = await page.request.get(f"{site.url}/labels/{label.device_id}/image.png?page=3")
     assert png.status == 200 and (await png.body()).startswith(b"\x89PNG")
@@ -226,7 +231,9 @@ async def test_bind_preview_and_unbind_a_label_through_the_page(site, new_page, 
     # Switch the page the label itself shows, and flash its LED (order picking): both reach the simulated label.
     await row.locator("details summary").click()
     await row.locator("select[name=show_page]").select_option("2")
-    await row.locator("button[data-action=show-page]").click()
+    async with page.expect_response(lambda r: r.url.endswith(f"/labels/{label.device_id}/page")):
+        await row.locator("button[data-action=show-page]").click()
+    await page.wait_for_selector(f"tr[data-label='{label.device_id}'] details:not([open])")  # the table answered
     await eventually(_true(lambda: label.generator.screen.page == 2), WITHIN)  # type: ignore[attr-defined]
     row = page.locator(f"tr[data-label='{label.device_id}']")
     await row.locator("details summary").click()
