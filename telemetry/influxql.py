@@ -21,6 +21,7 @@ __all__ = [
     "line_for",
     "offending_line",
     "parse_readings",
+    "point_line",
     "quote_ident",
     "quote_string",
     "series_of",
@@ -73,8 +74,8 @@ def shard_duration(retention_seconds: int | None) -> str:
     return "1h"
 
 
-def line_for(reading: Reading) -> str:
-    """One line of line protocol: tags device_id + reading.tags, fields + `seq`, ns timestamp."""
+def point_line(reading: Reading) -> str:
+    """One line of line protocol built with influxdb-client's `Point`: the reference `line_for` must match."""
     point = Point(reading.measurement).tag("device_id", reading.device_id)
     for key, value in reading.tags.items():
         point.tag(key, value)
@@ -84,6 +85,71 @@ def line_for(reading: Reading) -> str:
         point.field("seq", reading.seq)
     point.time(to_epoch_us(reading.ts) * 1000, WritePrecision.NS)
     return point.to_line_protocol()
+
+
+# `Point` costs ~20 µs a line, as much as the rest of a reading's ingest. `line_for` writes the same bytes
+# (checked against `point_line` in tests/unit/telemetry/test_influxql.py) from influxdb-client's own escape
+# tables, with the series part (measurement + sorted tags) and escaped field keys cached.
+_ESCAPE_MEASUREMENT: Final = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n", "\t": r"\t", "\r": r"\r"})
+_ESCAPE_KEY: Final = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n", "\t": r"\t", "\r": r"\r"})
+_ESCAPE_STRING: Final = str.maketrans({'"': r'\"', "\\": r"\\"})
+_CACHE_MAX: Final = 50_000
+_series_cache: dict[tuple[str, str, tuple[tuple[str, str], ...]], str] = {}
+_key_cache: dict[str, str] = {}
+
+
+def _tag_value(value: str) -> str:
+    escaped = value.translate(_ESCAPE_KEY)
+    return escaped + " " if escaped.endswith("\\") else escaped
+
+
+def _series(reading: Reading) -> str:
+    tags = tuple(reading.tags.items())
+    key = (reading.measurement, reading.device_id, tags)
+    series = _series_cache.get(key)
+    if series is None:
+        pairs = sorted([("device_id", reading.device_id), *tags])
+        series = reading.measurement.translate(_ESCAPE_MEASUREMENT) + "".join(
+            f",{k.translate(_ESCAPE_KEY)}={_tag_value(v)}" for k, v in pairs
+        )
+        if len(_series_cache) >= _CACHE_MAX:
+            _series_cache.clear()
+        _series_cache[key] = series
+    return series
+
+
+def _field_key(name: str) -> str:
+    escaped = _key_cache.get(name)
+    if escaped is None:
+        escaped = name.translate(_ESCAPE_KEY)
+        if len(_key_cache) >= _CACHE_MAX:
+            _key_cache.clear()
+        _key_cache[name] = escaped
+    return escaped
+
+
+def line_for(reading: Reading) -> str:
+    """One line of line protocol: tags device_id + reading.tags, fields + `seq`, ns timestamp.
+
+    Same output as `point_line` for every valid `Reading` (finite floats, int64 ints, non-empty names).
+    """
+    fields = reading.fields
+    if reading.seq is not None:
+        fields = {**fields, "seq": reading.seq}
+    parts = []
+    for name in sorted(fields):
+        value = fields[name]
+        kind = type(value)
+        if kind is float:
+            text = str(value)
+            parts.append(f"{_field_key(name)}={text[:-2] if text.endswith('.0') else text}")
+        elif kind is bool:
+            parts.append(f"{_field_key(name)}={'true' if value else 'false'}")
+        elif kind is int:
+            parts.append(f"{_field_key(name)}={value}i")
+        else:
+            parts.append(f'{_field_key(name)}="{str(value).translate(_ESCAPE_STRING)}"')
+    return f"{_series(reading)} {','.join(parts)} {to_epoch_us(reading.ts) * 1000}"
 
 
 _PARSE_ERROR_RE: Final = re.compile(r"unable to parse '(.*?)': ", re.DOTALL)

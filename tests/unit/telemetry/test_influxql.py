@@ -5,10 +5,12 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from telemetry import influxql
 from telemetry.influxql import quote_ident, quote_string
-from telemetry.reading import Reading
+from telemetry.reading import Reading, from_epoch_us
 
 TS = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 TS_NS = 1_772_366_400_123_456_000
@@ -111,3 +113,45 @@ def test_parse_readings_with_group_by_device() -> None:
     series = [{"name": "m", "tags": {"device_id": "it's"}, "columns": ["time", "f"], "values": [[0, 1]]}]
     (r,) = influxql.parse_readings(series, {"m": {"device_id"}}, {"m": {"f": "integer"}})
     assert r.device_id == "it's" and r.fields == {"f": 1}
+
+
+# ---------------------------------------------------------------- the fast encoder writes what Point writes
+
+_names = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\n\r\t"), min_size=1, max_size=12)
+_key_names = _names.filter(lambda n: not n.endswith("\\") and n not in ("seq", "time", "device_id"))
+_values = st.one_of(
+    st.floats(allow_nan=False, allow_infinity=False),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.booleans(),
+    st.text(max_size=20),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    device_id=_key_names,
+    measurement=_key_names.filter(lambda n: not n.startswith("#")),
+    fields=st.dictionaries(_key_names, _values, min_size=1, max_size=5),
+    tags=st.dictionaries(_key_names, _key_names, max_size=3),
+    seq=st.one_of(st.none(), st.integers(min_value=0, max_value=2**63 - 1)),
+    us=st.integers(min_value=0, max_value=4_000_000_000_000_000),
+)
+def test_line_for_writes_exactly_what_influxdb_client_point_writes(
+    device_id: str, measurement: str, fields: dict[str, object], tags: dict[str, str], seq: int | None, us: int
+) -> None:
+    tags = {k: v for k, v in tags.items() if k not in fields}
+    reading = Reading(device_id, measurement, from_epoch_us(us), fields, tags, seq)  # type: ignore[arg-type]
+    assert influxql.line_for(reading) == influxql.point_line(reading)
+    assert influxql.line_for(reading) == influxql.point_line(reading)  # and again from the caches
+
+
+def test_line_for_escapes_like_point_on_awkward_names_and_values() -> None:
+    when = datetime(2026, 11, 23, 8, 15, 2, 120000, tzinfo=UTC)
+    reading = Reading(
+        "dev 1,a=b", "env sensor,x.telemetry",
+        when,
+        {"temp c": 5.0, "a=b": 1e21, "small": 1e-7, "neg": -0.0, "on": True, "n": -3, "s": 'say "hi" \\ ok'},
+        {"market": "M 1,=x", "kind": "env"},
+        7,
+    )
+    assert influxql.line_for(reading) == influxql.point_line(reading)
