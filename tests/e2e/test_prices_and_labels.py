@@ -254,6 +254,24 @@ async def test_bind_preview_and_unbind_a_label_through_the_page(site, new_page, 
     assert await listed("yes") == bound_ids
 
 
+async def test_products_are_found_by_name_or_code_and_by_stall_as_one_types(site, new_page, floor: Floor) -> None:
+    page = await new_page()
+    await sign_in(page, site, "manny", next_path="/prices?market=FT01")
+
+    async def codes() -> list[str]:
+        return await page.eval_on_selector_all("#products tr[data-code]", "rows => rows.map(r => r.dataset.code)")
+
+    assert await codes() == ["1001", "1002", "2001"]
+    await page.fill("input[name=q]", "黄瓜")  # no submit: the table follows the typing
+    await page.wait_for_function("() => document.querySelectorAll('#products tr[data-code]').length === 1")
+    assert await codes() == ["1002"]
+    await page.fill("input[name=q]", "")
+    await page.wait_for_function("() => document.querySelectorAll('#products tr[data-code]').length === 3")
+    await page.select_option("select[name=stall]", "B02")
+    await page.wait_for_function("() => document.querySelectorAll('#products tr[data-code]').length === 1")
+    assert await codes() == ["2001"]
+
+
 async def test_a_bad_price_is_refused_with_a_clear_reason(site, new_page, floor: Floor) -> None:
     product = floor.products["1002"]
     page = await new_page()
