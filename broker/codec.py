@@ -145,7 +145,22 @@ def parse_message(obj: Any, index: int | None) -> DeviceMessage | MessageError:
         except ValueError as err:
             return MessageError(position, known_seq, f"{where}ts: {err}", obj)
     # Already checked field by field above; skip pydantic's second pass on the hot path.
-    return DeviceMessage.model_construct(seq=seq, ts=ts, payload=payload)
+    return _construct(seq, ts, payload)
+
+
+_FIELDS: Final = frozenset({"seq", "ts", "payload"})
+_setattr: Final = object.__setattr__
+
+
+def _construct(seq: int, ts: datetime | None, payload: dict[str, Any]) -> DeviceMessage:
+    """`DeviceMessage.model_construct(...)` for these three checked fields in ~1 µs instead of ~5 µs (what
+    model_construct does for a model without extras, private attributes or post-init; tests compare the two)."""
+    message = object.__new__(DeviceMessage)
+    _setattr(message, "__dict__", {"seq": seq, "ts": ts, "payload": payload})
+    _setattr(message, "__pydantic_fields_set__", set(_FIELDS))
+    _setattr(message, "__pydantic_extra__", None)
+    _setattr(message, "__pydantic_private__", None)
+    return message
 
 
 def parse_ts(value: Any) -> datetime:

@@ -1,10 +1,10 @@
 """`IngestPipeline`: from an authenticated `Uplink` to stored readings, dead letters and an `Ack`.
 
 Per uplink: size check → decode (broker/codec.py) → per message: shape, timestamp, the kind's schema for the
-channel (`fleet.kinds.validate_payload`), de-duplication → readings (broker/readings.py). Uplinks are
-batched (broker/batcher.py): one `TelemetryStore.write` and one dead-letter insert per batch, then every
-uplink's future resolves with its `Ack`. Rejected messages are dead-lettered and listed in `ack.rejected`;
-nothing a device sends can make `submit` raise or stop ingest.
+channel (the `fleet.kinds` validator, looked up once per kind and channel), de-duplication → readings
+(broker/readings.py). Uplinks are batched (broker/batcher.py): one `TelemetryStore.write` and one dead-letter
+insert per batch, then every uplink's future resolves with its `Ack`. Rejected messages are dead-lettered and
+listed in `ack.rejected`; nothing a device sends can make `submit` raise or stop ingest.
 
 De-duplication is exact because the *store* is idempotent: a message's readings have a deterministic identity
 (`readings.point_time`), so a replay — on this worker, or on another one sharing the device's messages through
@@ -21,6 +21,7 @@ import json
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -37,7 +38,7 @@ from broker.readings import readings_for
 from broker.topics import INGEST_CHANNELS
 from broker.uplink import Ack, Rejection, RejectReason, Uplink
 from fleet.envelope import Envelope
-from fleet.kinds import validate_payload
+from fleet.kinds import spec_for
 from telemetry import Reading, StoreUnavailable, TelemetryStore, WriteRejected
 
 __all__ = ["IngestPipeline", "IngestStats", "SeqWindow"]
@@ -182,6 +183,7 @@ class IngestPipeline:
         self.store_retry_s = store_retry_s
         self.cursor_flush_s = cursor_flush_s
         self.write_db = write_db
+        self._validators: dict[tuple[str, str], Callable[[Any], Any]] = {}
         self._highs: dict[str, int] = {}  # device -> highest seq known stored (cursor rows + this worker)
         self._dirty_cursors: dict[tuple[str, str], int] = {}
         self._pending_dead: list[DeadLetter] = []  # from transports (e.g. forbidden topics), written with a batch
@@ -335,7 +337,7 @@ class IngestPipeline:
                 work.replayed.append(seq)
                 continue
             try:
-                model = validate_payload(info.kind, channel, message.payload)
+                model = self._validator(info.kind, channel)(message.payload)
             except ValidationError as err:
                 self._reject(work, seq, "schema", _validation_detail(err, message.payload), _encode_message(message),
                              dead)
@@ -351,6 +353,14 @@ class IngestPipeline:
                 continue
             in_batch.add(key)
             work.accepted.append(_Accepted(seq, channel, ts, message.payload, readings))
+
+    def _validator(self, kind: str, channel: str) -> Callable[[Any], Any]:
+        """`fleet.kinds.validate_payload` without its per-message catalog look-ups (KeyError as it raises)."""
+        validate = self._validators.get((kind, channel))
+        if validate is None:
+            validate = spec_for(kind).adapter(channel).validate_python
+            self._validators[(kind, channel)] = validate
+        return validate
 
     def _reject(
         self, work: _Work, seq: int | None, reason: RejectReason, detail: str, payload: bytes, dead: list[DeadLetter]

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import cbor2
 import pytest
 
-from broker.codec import MessageError, UplinkError, decode_uplink, detect_format, parse_ts
+from broker.codec import MessageError, UplinkError, decode_uplink, detect_format, parse_message, parse_ts
 from fleet.envelope import DeviceMessage
 
 pytestmark = pytest.mark.timeout(30)
@@ -100,3 +100,16 @@ def test_unreadable_bodies_raise_with_a_reason(body: bytes, reason: str) -> None
 def test_explicit_content_format_overrides_detection() -> None:
     with pytest.raises(UplinkError):
         decode_uplink(b'{"seq": 1, "payload": {}}', "cbor")
+
+
+def test_decoded_messages_are_the_models_model_construct_would_build() -> None:
+    from fleet.envelope import DeviceMessage
+
+    for obj in ({"seq": 3, "ts": 1_795_000_000_123, "payload": {"t": 1.5}}, {"seq": 0, "payload": {}}):
+        fast = parse_message(obj, None)
+        slow = DeviceMessage.model_construct(seq=obj["seq"], ts=fast.ts, payload=obj["payload"])  # type: ignore[union-attr]
+        assert isinstance(fast, DeviceMessage)
+        assert fast == slow
+        assert fast.model_fields_set == slow.model_fields_set
+        assert fast.model_dump_json() == slow.model_dump_json()
+        assert fast.model_copy(update={"seq": 9}).seq == 9
