@@ -192,15 +192,35 @@ class LabelDispatcher:
 
     async def show_products(self, products: list[Product], *, page: int = 0) -> int:
         """Every label bound to `products` shows their current state: one read and one write for all of them."""
+        async with self._write_lock:  # read and write the labels' pending state without a confirmation between
+            commands = await self.prepare_products(products, page=page)
+            if commands:
+                await save_all([label for label, _ in commands], PENDING_FIELDS)
+        await self.relay_all(commands)
+        return len(commands)
+
+    @property
+    def write_lock(self) -> asyncio.Lock:
+        """Held while a batch reads and writes labels' pending or shown state."""
+        return self._write_lock
+
+    async def prepare_products(self, products: list[Product], *, page: int = 0) -> list[tuple[ShelfLabel, Any]]:
+        """The commands that make every label bound to `products` show them, with the labels' new pending state
+        set but not saved: hold `write_lock`, save `PENDING_FIELDS` of the labels (in the caller's transaction),
+        then `relay_all`."""
         by_id = {p.id: p for p in products}
         if not by_id:
-            return 0
-        async with self._write_lock:  # read and write the labels' pending state without a confirmation between
-            labels = await ShelfLabel.filter(product_id__in=list(by_id))
-            commands = await self._prepare_many([(label, by_id[label.product_id]) for label in labels], page)  # type: ignore[attr-defined]
+            return []
+        labels = await ShelfLabel.filter(product_id__in=list(by_id))
+        commands = []
+        for label in labels:
+            image = self.render(label, await content_for(by_id[label.product_id]), page)  # type: ignore[attr-defined]
+            commands.append((label, await self._prepare(label, image, page, None)))
+        return commands
+
+    async def relay_all(self, commands: list[tuple[ShelfLabel, Any]]) -> None:
         for label, command in commands:
             await self._relay(label, command)
-        return len(commands)
 
     async def _prepare_many(self, items: list[tuple[ShelfLabel, Product]], page: int) -> list[tuple[ShelfLabel, Any]]:
         commands = []

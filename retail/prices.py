@@ -23,7 +23,7 @@ from fleet.errors import Conflict, InvalidRequest, NotFound
 from fleet.models import Device, Market, Stall
 from retail.commands import Clock, CommandSender
 from retail.group_commit import GroupCommit, GroupCommitStats
-from retail.labels import LabelDispatcher, content_for
+from retail.labels import PENDING_FIELDS, LabelDispatcher, content_for
 from retail.models import PriceChange, PriceSource, Product, ScalePlu, ScheduledPrice, ScheduleState, ShelfLabel
 from retail.sync import decide_scale_change
 
@@ -199,23 +199,29 @@ class PriceBook:
         if not touched and not history:
             return results
         now = self.clock()
-        async with in_transaction():  # raising in here writes nothing: GroupCommit then tries each change alone
-            for row in touched.values():
-                if row.id in bumped:
-                    stall_id = row.stall_id  # type: ignore[attr-defined]
-                    if stall_id not in versions:
-                        versions[stall_id] = await self._next_version_of(stall_id)
-                    row.plu_version = versions[stall_id]
-                row.updated_at = now
-                await row.save(update_fields=[*CHANGE_FIELDS, "plu_version", "updated_at"])
-            if history:
-                await PriceChange.bulk_create(history, batch_size=500)
+        async with self.labels.write_lock:  # no confirmation may write these labels between read and write
+            # Labels are rendered from the final state before the commit, so that one transaction holds the
+            # products, their history and the labels' pending state; frames go out once it is committed.
+            commands = await self.labels.prepare_products(list(touched.values()))
+            async with in_transaction():  # raising in here writes nothing: GroupCommit then tries each alone
+                for row in touched.values():
+                    if row.id in bumped:
+                        stall_id = row.stall_id  # type: ignore[attr-defined]
+                        if stall_id not in versions:
+                            versions[stall_id] = await self._next_version_of(stall_id)
+                        row.plu_version = versions[stall_id]
+                    row.updated_at = now
+                    await row.save(update_fields=[*CHANGE_FIELDS, "plu_version", "updated_at"])
+                if history:
+                    await PriceChange.bulk_create(history, batch_size=500)
+                for label, _ in commands:
+                    await label.save(update_fields=PENDING_FIELDS)
         for change in batch:
             row = touched.get(change.product.id)
             if row is not None:
                 change.product.plu_version, change.product.updated_at = row.plu_version, row.updated_at
         try:  # committed: a failure from here on is told to the callers, and nothing is written twice
-            await self.labels.show_products(list(touched.values()))
+            await self.labels.relay_all(commands)
             await self._push_batch(touched, scales_told, rows, batch)
         except Exception as err:
             log.exception("retail: %d price changes saved, but their labels or scales were not updated", len(batch))
