@@ -69,6 +69,8 @@ async def _measure(backend: str, registry_url: str | None, console: Console, qui
                 "list page (50 of all)": lambda n: f"/api/v1/admin/devices?offset={(n * 50) % 5000}",
                 "filter kind+market": lambda n: f"/api/v1/admin/devices?kind={KINDS[n % 5]}&market={MARKETS[n % 20]}",
                 "text search": lambda n: f"/api/v1/admin/devices?q=B{n % 1000:04d}",
+                # Always 1,000 hits (serials B0000000 …: `B0012` is B0012000–B0012999), a count and a page of 50.
+                "text search, 1,000 hits": lambda n: f"/api/v1/admin/devices?q=B{n % (devices // 1000):04d}",
             }
             for case, path in cases.items():
                 result = await hammer(url, path, concurrency=100, total=requests, headers=headers)
