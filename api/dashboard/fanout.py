@@ -130,9 +130,10 @@ class PresenceFanout:
 
     def listen(self, scope: Scope) -> Listener:
         """A new dashboard; events published on the bus from now on reach it."""
-        if self._task is None:
+        if self._task is None or self._task.done():
             subscription = self._bus.subscribe(maxsize=BUS_BUFFER, kinds=(PresenceChanged,), name="dashboards")
             self._task = asyncio.get_running_loop().create_task(self._pump(subscription), name="presence-fanout")
+            self._task.add_done_callback(_log_failure)
         listener = Listener(self, scope, self.maxsize)
         self._groups.setdefault(scope, []).append(listener)
         return listener
@@ -194,6 +195,11 @@ class PresenceFanout:
                 chunk = b"".join(chunks)
                 for listener in group:
                     listener.offer(chunk, len(chunks))
+
+
+def _log_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("presence fan-out stopped; the next dashboard to connect restarts it", exc_info=task.exception())
 
 
 _fanouts: weakref.WeakKeyDictionary[EnvelopeBus, PresenceFanout] = weakref.WeakKeyDictionary()

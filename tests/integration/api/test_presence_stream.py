@@ -158,3 +158,20 @@ async def test_a_dashboard_that_stops_reading_is_told_it_missed_updates_and_hold
     overflow = text[text.index("event: overflow"):].split("\n")[1]
     assert json.loads(overflow.removeprefix("data: "))["dropped"] >= 1
     assert text.count("event: presence") < sent  # it lost events instead of queueing them all
+
+
+async def test_the_fan_out_lets_go_of_the_bus_when_the_last_dashboard_leaves(site: Site) -> None:
+    async with site.http.stream("GET", "/events/presence", headers=ADMIN) as response:
+        assert response.status_code == 200
+        await wait_for_listeners(site, 1)
+        assert "dashboards" in site.bus.dropped()  # one bus subscription for every dashboard
+    for _ in range(500):  # the server notices the closed connection on its next write or keep-alive
+        if not fanout_for(site.bus, device_facts).listeners:
+            break
+        site.bus.publish(change(site.devices["FT01"][0], "FT01"))
+        await asyncio.sleep(0.02)
+    for _ in range(500):
+        if "dashboards" not in site.bus.dropped():
+            break
+        await asyncio.sleep(0.02)
+    assert "dashboards" not in site.bus.dropped()
