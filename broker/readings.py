@@ -163,7 +163,7 @@ def _json(value: Any) -> str:
 
 
 def _safe_keys(fields: dict[str, Any], tags: dict[str, str]) -> dict[str, Any]:
-    if not any(key in _RESERVED or key in tags for key in fields):
+    if _RESERVED.isdisjoint(fields) and tags.keys().isdisjoint(fields):
         return fields
     safe: dict[str, Any] = {}
     for key, value in fields.items():

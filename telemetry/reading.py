@@ -68,6 +68,17 @@ def _check_name(kind: str, name: object) -> None:
             raise ValueError(f"{kind} must not contain newline/CR/tab: {name!r}")
 
 
+# Field keys that passed the checks below: the same few keys come with every reading (ingest's hot path).
+_CHECKED_KEYS: set[str] = set()
+_CHECKED_MAX: Final = 10_000
+
+
+def _remember(key: str) -> None:
+    if len(_CHECKED_KEYS) >= _CHECKED_MAX:
+        _CHECKED_KEYS.clear()
+    _CHECKED_KEYS.add(key)
+
+
 @dataclass(frozen=True, slots=True)
 class Reading:
     """One sample of one device channel.
@@ -103,9 +114,11 @@ class Reading:
         if not fields:
             raise ValueError("a Reading needs at least one field")
         for key, value in fields.items():
-            _check_name("field key", key)
-            if key in RESERVED_FIELD_KEYS:
-                raise ValueError(f"field key {key!r} is reserved")
+            if key not in _CHECKED_KEYS:
+                _check_name("field key", key)
+                if key in RESERVED_FIELD_KEYS:
+                    raise ValueError(f"field key {key!r} is reserved")
+                _remember(key)
             kind = type(value)
             if kind is float:
                 if not math.isfinite(value):
