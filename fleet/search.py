@@ -30,7 +30,7 @@ from fleet.models import Device
 
 TABLE = "device_search"
 POSTGRES_TEXT = 'UPPER("id") || chr(31) || UPPER("serial") || chr(31) || UPPER("name")'  # as indexed, verbatim
-MIN_INDEXED = 3  # the trigram index cannot narrow shorter queries
+MIN_INDEXED = 3  # a trigram index cannot narrow shorter queries: they scan, on both backends
 
 _indexed: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
@@ -81,7 +81,7 @@ async def search(query: QuerySet[Device], q: str) -> QuerySet[Device]:
     if dialect == "sqlite" and len(q) >= MIN_INDEXED and await sqlite_index_ready(connection):
         candidates = f"(SELECT id FROM {TABLE} WHERE {TABLE} MATCH {fts_phrase(q)})"
         return query.filter(substring_condition(q), id__in=RawSQL(candidates))
-    if dialect == "postgres" and await postgres_index_ready(connection):
+    if dialect == "postgres" and len(q) >= MIN_INDEXED and await postgres_index_ready(connection):
         # The whole condition inside the subquery: with it outside, the planner tends to scan the table for it
         # and use the index only to confirm. Same SQL as tortoise's icontains (UPPER … LIKE UPPER … ESCAPE).
         pattern, escape = like_pattern(q), "ESCAPE E'\\\\'"
