@@ -14,7 +14,7 @@ The meaning is the one the registry always had: `UPPER(x) LIKE UPPER('%q%')` on 
 
 Without the index (SQLite built without FTS5 or trigram, pg_trgm not installable) the same condition runs as a
 scan, with the same results. A SQLite `VACUUM` may renumber the device table's rowids, which the FTS table
-follows; after one, run `INSERT INTO device_search(device_search) VALUES('rebuild')`.
+follows; after one, run `marketfleet db reindex` (`rebuild`), which re-reads every device.
 """
 
 from __future__ import annotations
@@ -70,6 +70,16 @@ async def postgres_index_ready(connection: Any) -> bool:
             "SELECT 1 FROM pg_indexes WHERE tablename = 'device' AND indexname = 'device_search_trgm'")
         ready = _indexed[connection] = bool(rows)
     return ready
+
+
+async def rebuild() -> bool:
+    """Rebuild the search index from the device table (after a SQLite `VACUUM`, or to repair it). False if
+    this database has no index to rebuild (PostgreSQL's GIN index follows the table by itself)."""
+    connection = Tortoise.get_connection("default")
+    if connection.capabilities.dialect != "sqlite" or not await sqlite_index_ready(connection):
+        return False
+    await connection.execute_script(f"INSERT INTO {TABLE}({TABLE}) VALUES ('rebuild')")
+    return True
 
 
 async def search(query: QuerySet[Device], q: str) -> QuerySet[Device]:

@@ -141,6 +141,25 @@ def db_upgrade() -> None:
     console.print(f"registry at {db.redact(s.registry_url)} is up to date")
 
 
+@db_app.command("reindex")
+def db_reindex() -> None:
+    """Rebuild the fleet search index from the devices (after a SQLite VACUUM, or to repair it)."""
+    from fleet import search
+
+    s = settings()
+
+    async def go() -> bool:
+        await db.connect(s.registry_url)
+        try:
+            return await search.rebuild()
+        finally:
+            await db.close()
+
+    rebuilt = run(go)
+    console.print("search index rebuilt" if rebuilt else
+                  "nothing to rebuild: this registry's search index follows the table by itself (or it has none)")
+
+
 @db_app.command("makemigrations")
 def db_makemigrations(name: Annotated[str | None, typer.Option(help="Name for the migration.")] = None) -> None:
     """(Developers) write a migration for model changes into marketfleet/migrations."""

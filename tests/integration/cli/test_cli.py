@@ -107,6 +107,12 @@ def test_db_upgrade_keeps_data(tmp_path: Path) -> None:
     assert cli(tmp_path, "vendor", "create", "acme", "--name", "x").returncode == 2  # the vendor is still there
 
 
+def test_db_reindex_rebuilds_the_search_index_of_a_sqlite_registry(tmp_path: Path) -> None:
+    create_vendor(tmp_path)
+    result = cli(tmp_path, "db", "reindex")
+    assert result.returncode == 0 and "search index rebuilt" in result.stdout, result.stderr
+
+
 def test_unreachable_registry_is_one_line(tmp_path: Path) -> None:
     port = find_free_port()
     result = cli(tmp_path, "db", "upgrade", MF_REGISTRY__URL=f"postgres://mf@127.0.0.1:{port}/mf")
