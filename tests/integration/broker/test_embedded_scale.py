@@ -24,8 +24,8 @@ from tests.services import find_free_port
 
 pytestmark = pytest.mark.timeout(180)
 
-# CI keeps this in seconds on 2 cores; `MF_BROKER_SCALE_DEVICES=5000` (and `marketfleet bench broker`) for a market
-DEVICES = int(os.environ.get("MF_BROKER_SCALE_DEVICES", "1000"))
+# The 5,000 (~20 s on 2 cores when idle); MF_BROKER_SCALE_DEVICES for more; bench broker times it
+DEVICES = int(os.environ.get("MF_BROKER_SCALE_DEVICES", "5000"))
 
 
 @pytest.fixture
@@ -78,13 +78,13 @@ async def test_many_subscribed_devices_a_command_reaches_only_its_device(
         target = ids[DEVICES // 2 + 7]
         command = json.dumps({"id": str(uuid.uuid4()), "command": "ping"}).encode()
         await service.publish(topics.down_topic("M1", target, "cmd"), command)
-        topic, payload = await asyncio.wait_for(clients[target].messages.get(), 5)
+        topic, payload = await asyncio.wait_for(clients[target].messages.get(), 30)
         assert (topic, payload) == (topics.down_topic("M1", target, "cmd"), command)
         # one device's uplink is ingested and acked to it alone, with everyone subscribed
         sender = ids[42]
         await clients[sender].publish(topics.up_topic("M1", sender, "telemetry"),
                                       json.dumps({"seq": 0, "payload": env_payload()}).encode())
-        ack_topic, ack = await asyncio.wait_for(clients[sender].messages.get(), 5)
+        ack_topic, ack = await asyncio.wait_for(clients[sender].messages.get(), 30)
         assert ack_topic == topics.down_topic("M1", sender, "ack") and json.loads(ack)["seqs"] == [0]
         await asyncio.sleep(0.3)
         others = [d for d, c in clients.items() if not c.messages.empty()]
