@@ -22,7 +22,7 @@ from accounts.permissions import Permission, Principal
 from api.auth import ContextDep, RegistryDep
 from api.dashboard.viewer import Viewer, ViewerDep, forbidden_page, may_read_fleet, not_found_page, render
 from broker.transports import send_command
-from fleet.errors import NotFound
+from fleet.errors import Conflict, InvalidRequest, NotFound
 from fleet.kinds import CATALOG, DeviceKind
 from fleet.models import Device, Market, Vendor
 
@@ -47,6 +47,11 @@ COMMANDS: dict[str, dict[str, Any]] = {
 }
 
 
+# Kinds with no downlink of their own (shelf labels hear only their base station): only these commands are
+# offered, and they go through the service that relays them (retail's label dispatcher for the LED flash).
+RELAYED: dict[DeviceKind, frozenset[str]] = {DeviceKind.ESL: frozenset({"flash_led"})}
+
+
 def commands_for(kind: DeviceKind) -> list[str]:
     spec = CATALOG.get(kind)
     if spec is None or spec.command is None:
@@ -54,6 +59,8 @@ def commands_for(kind: DeviceKind) -> list[str]:
     adapter = spec.adapter("command")
     offered = []
     for name, sample in COMMANDS.items():
+        if kind in RELAYED and name not in RELAYED[kind]:
+            continue
         try:
             adapter.validate_python(sample)
         except ValidationError:
@@ -194,6 +201,8 @@ async def device_command(
         # SZ 6.2.7: calibration only inside a window the server grants.
         payload.update(grant_id=uuid.uuid4().hex[:16],
                        valid_until=(datetime.now(UTC) + CALIBRATION_WINDOW).isoformat())
+    if device.kind in RELAYED:
+        return await _relayed_command(request, viewer, ctx, device, command, payload)
     try:
         # Over MQTT or CoAP, whichever the device listens on (docs/coap.md, Commands).
         command_id, _transport = await send_command(ctx.services, device.id, device.market_id,  # type: ignore[attr-defined]
@@ -203,3 +212,22 @@ async def device_command(
                       {"ok": False, "text": t("device.command_failed", reason=str(err))}, status_code=503)
     return render(request, viewer, "command_result.html",
                   {"ok": True, "text": t("device.command_sent", command=t("command." + command), id=command_id)})
+
+
+async def _relayed_command(
+    request: Request, viewer: Viewer, ctx: ContextDep, device: Device, command: str, payload: dict[str, Any]
+) -> Response:
+    """A shelf label's LED flash goes through its base station (retail's label dispatcher, as on /labels)."""
+    from api.dashboard.prices import retail_service
+
+    t = viewer.t
+    service = retail_service(ctx)
+    if service is None:
+        return render(request, viewer, "not_running.html", {"feature": "retail"}, status_code=503)
+    try:
+        await service.labels.flash(device.id, payload["colour"], payload["seconds"])
+    except (NotFound, Conflict, InvalidRequest, ConnectionError) as err:
+        return render(request, viewer, "command_result.html",
+                      {"ok": False, "text": t("device.command_failed", reason=str(err))}, status_code=409)
+    return render(request, viewer, "command_result.html",
+                  {"ok": True, "text": t("device.command_sent", command=t("command." + command), id=device.id)})

@@ -11,8 +11,9 @@ import aiomqtt
 import pytest
 
 from broker import topics
+from fleet.models import Device
 from telemetry import Reading
-from tests.e2e.conftest import sign_in
+from tests.e2e.conftest import eventually, sign_in
 
 pytestmark = pytest.mark.browser
 
@@ -113,3 +114,48 @@ async def test_manager_sees_the_device_but_cannot_command_it_or_touch_credential
     assert await page.locator("button[data-action=rotate]").count() == 0
     response = await page.request.post(f"{site.url}/devices/{sensors(site)[0]}/credentials/rotate")
     assert response.status == 403
+
+
+def scales(site) -> list[str]:
+    return [d for d in site.devices["acme"] if "SCAFT01" in d]
+
+
+async def test_calibration_is_authorised_for_a_window_of_at_most_half_an_hour(site, new_page) -> None:
+    device = scales(site)[-1]
+    page = await new_page()
+    await sign_in(page, site, "mia", next_path=f"/devices/{device}")
+    offered = set(await page.eval_on_selector_all("button[data-command]", "els => els.map(e => e.dataset.command)"))
+    assert offered == {"reboot", "ping", "authorise_calibration"}  # a scale has no LED to flash
+    async with aiomqtt.Client("127.0.0.1", site.mqtt_port, identifier=device, username=device,
+                              password=site.secrets[device]) as client:
+        await client.subscribe(topics.device_down_filter("FT01", device), qos=1)
+        asked = datetime.now(UTC)
+        await page.click("button[data-command=authorise_calibration]")
+        await page.wait_for_selector("[data-command-result=ok]")
+        async with asyncio.timeout(10):
+            async for message in client.messages:
+                if str(message.topic).endswith("/down/cmd"):
+                    command = json.loads(message.payload)
+                    break
+    assert command["command"] == "authorise_calibration" and command["grant_id"] != "preview"
+    until = datetime.fromisoformat(command["valid_until"])
+    assert asked < until <= asked + timedelta(minutes=31)  # SZ 6.2.7: a window the server grants, not forever
+
+
+async def test_an_event_the_device_sent_and_its_firmware_are_on_its_page(site, new_page) -> None:
+    device = scales(site)[-2]
+    await Device.filter(id=device).update(firmware_version="4.2.0")  # what a finished OTA job writes
+    async with aiomqtt.Client("127.0.0.1", site.mqtt_port, identifier=device, username=device,
+                              password=site.secrets[device]) as client:
+        message = {"seq": 1, "payload": {"type": "fault", "code": "LOADCELL-7", "message": "load cell drift"}}
+        await client.publish(topics.up_topic("FT01", device, "event"), json.dumps(message).encode(), qos=1)
+    page = await new_page()
+    await sign_in(page, site, "manny", next_path=f"/devices/{device}")
+    assert await page.inner_text("[data-firmware]") == "4.2.0"
+
+    async def shown() -> bool:
+        await page.reload()
+        return "LOADCELL-7" in await page.inner_text("ol.history")
+
+    await eventually(shown, within=20)
+    assert "fault" in await page.inner_text("ol.history")

@@ -254,6 +254,17 @@ async def test_bind_preview_and_unbind_a_label_through_the_page(site, new_page, 
     assert await listed("yes") == bound_ids
 
 
+async def test_a_labels_led_flashes_from_its_device_page_through_its_base_station(site, new_page, floor: Floor) -> None:
+    label = floor.labels[0]
+    page = await new_page()
+    await sign_in(page, site, "mia", next_path=f"/devices/{label.device_id}")
+    offered = await page.eval_on_selector_all("button[data-command]", "els => els.map(e => e.dataset.command)")
+    assert offered == ["flash_led"]  # a label has no downlink of its own: only what its base station relays
+    await page.click("button[data-command=flash_led]")
+    await page.wait_for_selector("[data-command-result=ok]")
+    await eventually(_true(lambda: label.generator.screen.led_on(datetime.now(UTC)) == "green"), WITHIN)  # type: ignore[attr-defined]
+
+
 async def test_products_are_found_by_name_or_code_and_by_stall_as_one_types(site, new_page, floor: Floor) -> None:
     page = await new_page()
     await sign_in(page, site, "manny", next_path="/prices?market=FT01")
