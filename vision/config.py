@@ -134,8 +134,11 @@ class VisionSettings(BaseModel):
     model_path: str = "var/vision-models/yolov8n.pt"
     ppe_model_path: str = ""  # second model with white_coat / hat / mask classes; empty: PPE rules are off
     image_size: int = Field(default=640, ge=32, le=4096)
+    # torch: run the .pt as is. onnx: export it to ONNX once (cached beside it, redone when the weights change)
+    # and run it on ONNX Runtime; same post-processing, so the same detections.
+    backend: Literal["torch", "onnx"] = "torch"
     device: str = "cpu"
-    threads: int = Field(default=2, ge=1, le=256)  # torch intra-op threads for inference
+    threads: int = Field(default=2, ge=1, le=256)  # intra-op threads for inference (torch or ONNX Runtime)
     telemetry_interval_s: float = Field(default=10.0, gt=0)
     flow_retention_days: int = Field(default=30, ge=1)  # SZ 6.9: 30 days of passenger flow queryable
     reconnect_max_s: float = Field(default=30.0, gt=0)

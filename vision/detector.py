@@ -4,14 +4,23 @@ ultralytics and torch are imported here only, when a detector is built: the rest
 analytics, onboarding, the simulator) works without them. supervision 0.26+ no longer ships ByteTrack, so the
 tracker is ultralytics' own `BYTETracker`, fed the detector's boxes and returned as `sv.Detections` with
 `tracker_id`, which is what supervision's zones and lines take.
+
+Two inference backends behind the one `YoloDetector`: `torch` runs the .pt weights, `onnx` runs them exported to
+ONNX (cached next to the weights, re-exported when the weights change) on ONNX Runtime. Both go through the same
+ultralytics `predict` — letterbox, NMS, class filter, confidence — so tracking, lines and zones see the same
+detections whichever runs.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import shutil
+import tempfile
 import threading
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import supervision as sv
@@ -21,12 +30,44 @@ class DetectorError(RuntimeError):
     """The detector cannot be built (weights missing or unreadable, extra not installed)."""
 
 
+Backend = Literal["torch", "onnx"]
+
+
+def onnx_export(weights: Path, image_size: int) -> Path:
+    """The ONNX export of `weights` at `image_size`, cached beside them as `<stem>.<size>px.<sha>.onnx`: the
+    weights' hash is in the name, so changed weights are exported again (older exports of them are removed).
+    Exported in a scratch folder and moved in whole, so a concurrent worker never loads a half-written file."""
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+    target = weights.with_name(f"{weights.stem}.{image_size}px.{digest}.onnx")
+    if target.exists():
+        return target
+    from ultralytics import YOLO
+
+    try:
+        with tempfile.TemporaryDirectory(dir=weights.parent, prefix=".export-") as scratch:
+            copy = Path(scratch) / weights.name
+            shutil.copyfile(weights, copy)
+            # static shape, no onnxslim: what runs here is the graph ultralytics exported, nothing more
+            exported = Path(YOLO(str(copy), task="detect").export(format="onnx", imgsz=image_size, dynamic=False,
+                                                                   simplify=False, verbose=False))
+            os.replace(exported, target)
+    except OSError as err:
+        raise DetectorError(f"cannot write the ONNX export of {weights} next to it ({err}); export it with "
+                            "`marketfleet vision train --export onnx` or make the folder writable") from err
+    except ModuleNotFoundError as err:
+        raise DetectorError(f"the onnx backend needs {err.name}: pip install 'marketfleet[vision]'") from err
+    for stale in weights.parent.glob(f"{weights.stem}.{image_size}px.*.onnx"):
+        if stale != target:
+            stale.unlink(missing_ok=True)
+    return target
+
+
 class YoloDetector:
     """One loaded model, shared by every camera of the worker. `detect` is blocking (run it off the loop);
     calls are serialised, because one model object must not run two inferences at once."""
 
     def __init__(self, model_path: str | Path, *, image_size: int = 640, device: str = "cpu",
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, backend: Backend = "torch") -> None:
         path = Path(model_path)
         if not path.exists():
             raise DetectorError(
@@ -44,6 +85,18 @@ class YoloDetector:
                                 "pip install 'marketfleet[vision]'") from err
         if threads:
             torch.set_num_threads(threads)
+        if backend not in ("torch", "onnx"):
+            raise DetectorError(f"vision.backend {backend!r} is not one of torch, onnx")
+        self.weights = path
+        if backend == "onnx" and path.suffix == ".pt":
+            try:
+                path = onnx_export(path, image_size)
+            except DetectorError:
+                raise
+            except Exception as err:  # a .pt ultralytics cannot export
+                raise DetectorError(f"detector weights {path} could not be exported to ONNX: {err}") from err
+        # a file already exported (.onnx, OpenVINO folder) runs on its own runtime whatever the setting says
+        self.backend = "onnx" if path.suffix == ".onnx" else "torch" if path.suffix == ".pt" else path.suffix
         try:
             self.model = YOLO(str(path), task="detect")
         except Exception as err:  # ultralytics raises many types for a bad file
@@ -51,6 +104,22 @@ class YoloDetector:
         self.path, self.image_size, self.device = path, image_size, device
         self.names: dict[int, str] = dict(self.model.names)
         self._lock = threading.Lock()
+        if self.backend == "onnx" and device == "cpu":
+            self._tune_onnx(threads or 1)
+
+    def _tune_onnx(self, threads: int) -> None:
+        """ultralytics builds its ONNX Runtime session with default options: one spinning intra-op thread per
+        core. Rebuilt with the `threads` setting and spinning off, so idle inference threads do not burn the
+        cores the frame decoding and the other workers on the machine need."""
+        import onnxruntime
+
+        self.detect(np.zeros((self.image_size, self.image_size, 3), dtype=np.uint8))  # builds the predictor
+        backend = self.model.predictor.model.backend
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        backend.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
 
     def class_ids(self, names: list[str]) -> list[int]:
         return [i for i, name in self.names.items() if name in names]

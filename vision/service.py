@@ -123,10 +123,11 @@ class VisionService:
     async def start(self) -> None:
         if self.detector is None:
             self.detector = YoloDetector(self.settings.model_path, image_size=self.settings.image_size,
-                                         device=self.settings.device, threads=self.settings.threads)
+                                         device=self.settings.device, threads=self.settings.threads,
+                                         backend=self.settings.backend)
         if self.settings.ppe_model_path:
             self.ppe_detector = YoloDetector(self.settings.ppe_model_path, image_size=self.settings.image_size,
-                                             device=self.settings.device)
+                                             device=self.settings.device, backend=self.settings.backend)
         await self.store.purge()
         await self.reconcile()
         self._task = asyncio.create_task(self._reload_forever(), name="vision-reload")
