@@ -10,7 +10,7 @@ import aiomqtt
 import pytest
 
 from broker import topics
-from tests.e2e.conftest import sign_in
+from tests.e2e.conftest import eventually, sign_in
 
 pytestmark = pytest.mark.browser
 _seq = itertools.count()
@@ -129,3 +129,31 @@ async def test_vendor_has_no_alerts_inbox(site, new_page) -> None:
     await sign_in(page, site, "vera")
     response = await page.goto(f"{site.url}/alerts")
     assert response.status == 403
+
+
+async def test_a_failed_food_test_gives_a_removal_task_and_closing_it_archives_the_alert(site, new_page) -> None:
+    from rules.models import RemovalTask
+    from tests.unit.rules.factories import envelope, food_result
+
+    site.rules.process(envelope("FD-E2E", "food_detector", food_result(False, "R-E2E", stall="A01"), market="FT01"))
+    task = await eventually(lambda: RemovalTask.filter(result_id="FD-E2E:R-E2E").first())
+    page = await new_page()
+    await sign_in(page, site, "manny", next_path="/alerts")
+    await page.click("a[data-view=tasks]")
+    row = page.locator(f"tr[data-task='{task.id}']")
+    await row.wait_for()
+    text = await row.inner_text()
+    assert "spinach" in text and "organophosphate" in text and "A01" in text
+    await row.locator("button[type=submit]").click()  # no action said: the browser asks for it first
+    assert await row.locator("input[name=action_taken]").evaluate("i => !i.validity.valid")
+    await row.locator("input[name=action_taken]").fill("5 kg 菠菜已下架销毁")
+    await row.locator("button[type=submit]").click()
+    await page.locator("[data-message]").filter(has_text="已完成并归档").wait_for()
+    assert await page.locator(f"tr[data-task='{task.id}']").count() == 0
+
+    await page.click("a[data-view=archive]")
+    archived = page.locator(f"tr[data-alert='{task.alert_id}'][data-status=resolved]")
+    await archived.wait_for()
+    assert "user:manny" in await archived.inner_text()
+    refused = await page.request.post(f"{site.url}/removal-tasks/{task.id}/close", form={"action_taken": ""})
+    assert refused.status == 422  # closing twice, or without saying what was done, is refused with a reason
