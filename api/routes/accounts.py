@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -93,6 +94,11 @@ class AuditPublic(BaseModel):
     after: Any
 
 
+def _json_cell(value: Any) -> str:
+    """JSON in a CSV cell (a Python repr would not parse back)."""
+    return "" if value is None else json.dumps(value, ensure_ascii=False, default=str)
+
+
 @router.get("/api/v1/audit", response_model=list[AuditPublic])
 async def list_audit(
     _: AuditRead,
@@ -118,8 +124,9 @@ async def list_audit(
         return rows
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["id", "at", "actor", "role", "action", "target", "status", "ip", "after"])
+    writer.writerow(["id", "at", "actor", "role", "action", "target", "status", "ip", "before", "after"])
     for r in rows:
-        writer.writerow([r.id, r.at.isoformat(), r.actor, r.role, r.action, r.target, r.status, r.ip, r.after])
+        writer.writerow([r.id, r.at.isoformat(), r.actor, r.role, r.action, r.target, r.status, r.ip,
+                         _json_cell(r.before), _json_cell(r.after)])
     return Response(out.getvalue(), media_type="text/csv",
                     headers={"Content-Disposition": "attachment; filename=audit.csv"})
