@@ -10,7 +10,6 @@ MQTT `mf/v1/{market}/{device}/down/cmd` or CoAP Observe, docs/protocol.md).
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
@@ -198,9 +197,7 @@ async def device_command(
                       {"ok": False, "text": t("device.command_unknown", command=command)}, status_code=422)
     payload = dict(COMMANDS[command])
     if command == "authorise_calibration":
-        # SZ 6.2.7: calibration only inside a window the server grants.
-        payload.update(grant_id=uuid.uuid4().hex[:16],
-                       valid_until=(datetime.now(UTC) + CALIBRATION_WINDOW).isoformat())
+        return await _calibration_grant(request, viewer, ctx, device)
     if device.kind in RELAYED:
         return await _relayed_command(request, viewer, ctx, device, command, payload)
     try:
@@ -212,6 +209,30 @@ async def device_command(
                       {"ok": False, "text": t("device.command_failed", reason=str(err))}, status_code=503)
     return render(request, viewer, "command_result.html",
                   {"ok": True, "text": t("device.command_sent", command=t("command." + command), id=command_id)})
+
+
+async def _calibration_grant(request: Request, viewer: Viewer, ctx: ContextDep, device: Device) -> Response:
+    """SZ 6.2.7: the grant is made by retail's scale desk, so it is recorded (who, until when), single-use and
+    for this scale; the scale's `calibrated` event is then judged against it (a grant made up here would be
+    refused by the platform as unknown while the scale calibrated)."""
+    from api.dashboard.prices import retail_service
+
+    t = viewer.t
+    if not viewer.principal.can(Permission.CALIBRATION_GRANT):
+        return forbidden_page(request, viewer)
+    service = retail_service(ctx)
+    if service is None:
+        return render(request, viewer, "not_running.html", {"feature": "retail"}, status_code=503)
+    minutes = int(CALIBRATION_WINDOW.total_seconds() // 60)
+    try:
+        grant = await service.scales.grant_calibration(device.id, minutes, viewer.principal.actor, "device page",
+                                                       viewer.principal.markets)
+    except (NotFound, InvalidRequest, ConnectionError) as err:
+        return render(request, viewer, "command_result.html",
+                      {"ok": False, "text": t("device.command_failed", reason=str(err))}, status_code=409)
+    return render(request, viewer, "command_result.html",
+                  {"ok": True, "text": t("device.command_sent", command=t("command.authorise_calibration"),
+                                         id=grant.id)})
 
 
 async def _relayed_command(

@@ -12,6 +12,7 @@ import pytest
 
 from broker import topics
 from fleet.models import Device
+from retail.models import Calibration, CalibrationGrant
 from telemetry import Reading
 from tests.e2e.conftest import eventually, sign_in
 
@@ -140,6 +141,19 @@ async def test_calibration_is_authorised_for_a_window_of_at_most_half_an_hour(si
     assert command["command"] == "authorise_calibration" and command["grant_id"] != "preview"
     until = datetime.fromisoformat(command["valid_until"])
     assert asked < until <= asked + timedelta(minutes=31)  # SZ 6.2.7: a window the server grants, not forever
+    grant = await CalibrationGrant.get(id=command["grant_id"])  # recorded, so the scale's report is judged by it
+    assert (grant.scale_id, grant.granted_by, grant.used_at) == (device, "user:mia", None)
+    assert abs((grant.valid_until - until).total_seconds()) < 1
+    async with aiomqtt.Client("127.0.0.1", site.mqtt_port, identifier=device, username=device,
+                              password=site.secrets[device]) as client:
+        report = {"seq": 9001, "payload": {"type": "calibrated", "grant_id": grant.id, "reference_kg": 10.0,
+                                        "measured_kg": 10.001}}
+        await client.publish(topics.up_topic("FT01", device, "event"), json.dumps(report).encode(), qos=1)
+
+    async def recorded() -> bool:
+        return await Calibration.filter(scale_id=device, grant_id=grant.id, accepted=True).exists()
+
+    await eventually(recorded, within=20)
 
 
 async def test_an_event_the_device_sent_and_its_firmware_are_on_its_page(site, new_page) -> None:
