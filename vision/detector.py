@@ -47,8 +47,10 @@ def onnx_export(weights: Path, image_size: int) -> Path:
         with tempfile.TemporaryDirectory(dir=weights.parent, prefix=".export-") as scratch:
             copy = Path(scratch) / weights.name
             shutil.copyfile(weights, copy)
-            # static shape, no onnxslim: what runs here is the graph ultralytics exported, nothing more
-            exported = Path(YOLO(str(copy), task="detect").export(format="onnx", imgsz=image_size, dynamic=False,
+            # Dynamic input shape: ultralytics then letterboxes a frame as it does for PyTorch (the long side to
+            # image_size, the short one padded to a multiple of 32), so the graph sees the very same pixels. A
+            # static graph pads every frame to a square: 1.7× the pixels of a 16:9 frame, and other detections.
+            exported = Path(YOLO(str(copy), task="detect").export(format="onnx", imgsz=image_size, dynamic=True,
                                                                    simplify=False, verbose=False))
             os.replace(exported, target)
     except OSError as err:

@@ -189,6 +189,7 @@ def export_model(weights: Path, fmt: str, imgsz: int) -> Path:
     from ultralytics import YOLO
 
     try:
-        return Path(YOLO(str(weights)).export(format=fmt, imgsz=imgsz, dynamic=False, simplify=False))
+        # dynamic input (ONNX): frames are letterboxed as for PyTorch, not padded to a square (see detector.py)
+        return Path(YOLO(str(weights)).export(format=fmt, imgsz=imgsz, dynamic=fmt == "onnx", simplify=False))
     except ModuleNotFoundError as err:
         raise TrainingError(f"export to {fmt} needs the package {err.name!r}: pip install {err.name}") from err
