@@ -432,12 +432,26 @@ class ScaleGenerator(Generator):
         valid_until = command["valid_until"]
         until = parse_ts(valid_until) if isinstance(valid_until, str) else valid_until
         self.state["calibration_grant"] = {"grant_id": command["grant_id"], "valid_until": rfc3339(until)}
-        if until <= now:  # the window is over: a careful scale does not calibrate
-            self.state["calibration_refused"] = command["grant_id"]
-            return []
-        self.state["calibrated_with"] = command["grant_id"]
-        self.state["anti_cheat_ok"] = True
-        return [Emission("event", self._event_calibrated(now))]
+        return self.calibrate(now)  # the technician is at the scale: it calibrates at once, if it may
+
+    def calibrate(self, now: datetime) -> list[Emission]:
+        """The calibrate key (SZ 6.2.7): only with a current grant the server sent, once per grant. Refused
+        otherwise (nothing changes, `calibration_refused` says why); the platform judges the event again."""
+        grant = self.state.get("calibration_grant")
+        used: list[str] = self.state.setdefault("used_grants", [])
+        if not grant:
+            refusal = "no_grant"
+        elif parse_ts(grant["valid_until"]) <= now:  # the window is over: a careful scale does not calibrate
+            refusal = "expired"
+        elif grant["grant_id"] in used:
+            refusal = "reused"
+        else:
+            used.append(grant["grant_id"])
+            self.state["calibrated_with"] = grant["grant_id"]
+            self.state["anti_cheat_ok"] = True
+            return [Emission("event", self._event_calibrated(now))]
+        self.state["calibration_refused"] = {"grant_id": (grant or {}).get("grant_id"), "reason": refusal}
+        return []
 
 
 # ---------------------------------------------------------------- electronic shelf label and base station

@@ -124,7 +124,17 @@ def test_scale_boot_self_checks_and_commands_change_state() -> None:
     expired = (START - timedelta(minutes=1)).isoformat()
     assert gen.apply_command({"command": "authorise_calibration", "grant_id": "G-2", "valid_until": expired},
                              START) == []  # fmt: skip
-    assert gen.state["calibration_refused"] == "G-2"
+    assert gen.state["calibration_refused"] == {"grant_id": "G-2", "reason": "expired"}
+
+
+def test_the_scale_calibrates_only_once_per_current_grant() -> None:
+    gen = ScaleGenerator("acme-SC2", "M1", 1)
+    assert gen.calibrate(START) == [] and gen.state["calibration_refused"]["reason"] == "no_grant"
+    until = (START + timedelta(minutes=10)).isoformat()
+    [done] = gen.apply_command({"command": "authorise_calibration", "grant_id": "G-3", "valid_until": until}, START)
+    assert done.payload["grant_id"] == "G-3"
+    assert gen.calibrate(START + timedelta(minutes=1)) == []  # the key pressed again with the same grant
+    assert gen.state["calibration_refused"] == {"grant_id": "G-3", "reason": "reused"}
 
 
 def test_env_sensor_follows_a_daily_temperature_cycle() -> None:

@@ -1,0 +1,78 @@
+"""Calibration with the scale simulator (`simulators.ScaleGenerator` in a `MarketSimulation`, over MQTT to the
+running platform, SZ 6.2.7): the simulated scale refuses its calibrate key without a current grant and a second
+time with the same grant; a grant made through the API reaches it and the calibration is recorded; a scale whose
+firmware ignores the rule is refused by the platform and flagged."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from rich.console import Console
+
+from simulators import Emission, Endpoints, MarketSimulation, register_market_devices
+from tests.factories import ADMIN
+
+MARKET = "RT-CAL"
+
+
+async def _until(check: Callable[[], Any], within_s: float = 60.0) -> Any:
+    """Poll a condition the platform reaches asynchronously (a bound on waiting, not a timing assertion)."""
+    async with asyncio.timeout(within_s):
+        while True:
+            value = check()
+            if asyncio.iscoroutine(value):
+                value = await value
+            if value:
+                return value
+            await asyncio.sleep(0.05)
+
+
+async def test_the_simulated_scale_calibrates_only_with_a_grant_and_every_calibration_is_recorded(
+    api: httpx.AsyncClient, platform, tmp_path: Path
+) -> None:
+    creds = await register_market_devices(str(api.base_url), ADMIN["Authorization"].removeprefix("Bearer "),
+                                          {"scale": 1}, market=MARKET, vendor_code="rtcal")
+    endpoints = Endpoints(mqtt_port=platform.settings.broker.port, coap_port=platform.services["coap"].port,
+                          api_url=str(api.base_url).rstrip("/"))
+    sim = MarketSimulation(creds, endpoints, outbox_path=tmp_path / "outbox.sqlite3", console=Console(quiet=True),
+                           ack_timeout_s=5.0, intervals={"scale": 3600})
+    [scale] = sim.devices
+    url = f"/api/v1/retail/scales/{scale.device_id}/calibrations"
+
+    async def calibrations(count: int) -> list[dict[str, Any]] | None:
+        rows = (await api.get(url, headers=ADMIN)).json()
+        return rows if len(rows) == count else None
+
+    await sim.start()
+    try:
+        await _until(lambda: scale.connected and scale.stats.acked >= 1)
+        assert scale.generator.calibrate(scale.now()) == []  # the calibrate key, no grant: refused on the scale
+        assert scale.state["calibration_refused"]["reason"] == "no_grant"
+
+        response = await api.post(f"/api/v1/retail/scales/{scale.device_id}/calibration-grants",
+                                  json={"minutes": 10, "reason": "annual check"}, headers=ADMIN)
+        assert response.status_code == 201, response.text
+        grant = response.json()["id"]
+        [accepted] = await _until(lambda: calibrations(1))  # sent to the scale, it calibrated, reported it
+        assert (accepted["grant_id"], accepted["accepted"], accepted["refusal"]) == (grant, True, "")
+        assert scale.state["calibrated_with"] == grant
+
+        assert scale.generator.calibrate(scale.now()) == []  # the same grant again: refused on the scale
+        assert scale.state["calibration_refused"] == {"grant_id": grant, "reason": "reused"}
+
+        # Firmware that ignores the rule reports calibrations anyway: the platform refuses and records them.
+        for grant_id in (grant, None):
+            scale.emit([Emission("event", {"type": "calibrated", "grant_id": grant_id, "reference_kg": 10.0,
+                                           "measured_kg": 10.003})])
+        rows = await _until(lambda: calibrations(3))
+    finally:
+        await sim.stop(drain_s=10)
+        sim.close()
+    assert sorted((r["accepted"], r["refusal"]) for r in rows) == [(False, "no_grant"), (False, "reused"),
+                                                                   (True, "")]
+    integrity = (await api.get(f"/api/v1/retail/scales/{scale.device_id}/integrity", headers=ADMIN)).json()
+    assert integrity["anti_cheat_ok"] is False
