@@ -33,6 +33,7 @@ SERVICE_ACCOUNT = "mf-platform"
 FIRMWARE_FEED_BUFFER = 100_000  # envelopes the OTA status feed may fall behind by (it skips all but ota_status)
 RULES_FEED_BUFFER = 100_000  # envelopes the rules engine may fall behind by before the oldest are lost
 UPSTREAM_FEED_BUFFER = 100_000  # events the upstream recorder may fall behind by (docs/upstream.md)
+PRESENCE_LOG_BUFFER = 100_000  # presence changes the history writer may fall behind by
 
 
 @dataclass
@@ -143,6 +144,14 @@ async def start_platform(settings: Settings, *, ingest: bool = True, scheduler: 
             # Likewise OTA statuses (a status replayed then would otherwise time its job out and retry it).
             firmware_feed = broker.bus.subscribe(maxsize=FIRMWARE_FEED_BUFFER, name="firmware") \
                 if settings.firmware.enabled else None
+            # Presence history for the device page (api/dashboard/presence_log.py): every change, into the store.
+            from api.dashboard.presence_log import PresenceLog
+            from broker.bus import PresenceChanged as _PresenceChanged
+
+            presence_log = PresenceLog(store, broker.bus.subscribe(
+                maxsize=PRESENCE_LOG_BUFFER, kinds=(_PresenceChanged,), name="presence-log"))
+            presence_log.start()
+            stack.push_async_callback(presence_log.aclose)  # after the broker closes: its last changes are kept
             await broker.start()
             stack.push_async_callback(broker.aclose)
             services.update(broker=broker, pipeline=broker.pipeline, bus=broker.bus)

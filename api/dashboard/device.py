@@ -1,5 +1,5 @@
-"""One device: registry facts, presence, firmware, latest telemetry with a zoomable chart, recent events,
-credentials (rotate / revoke) and commands.
+"""One device: registry facts, presence and its history (api/dashboard/presence_log.py), firmware, latest
+telemetry with a zoomable chart, recent events, credentials (rotate / revoke) and commands.
 
 The chart reads `/devices/{id}/series`, which asks the telemetry store to downsample (`TelemetryStore.downsample`:
 mean/min/max per minute or hour) so a week of readings is a few hundred points whatever the sample rate; the
@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from accounts.permissions import Permission, Principal
 from api.auth import ContextDep, RegistryDep
+from api.dashboard.presence_log import presence_history
 from api.dashboard.viewer import Viewer, ViewerDep, forbidden_page, may_read_fleet, not_found_page, render
 from broker.transports import send_command
 from fleet.errors import Conflict, InvalidRequest, NotFound
@@ -35,6 +36,8 @@ RANGES: dict[str, tuple[timedelta, Literal["1m", "1h"]]] = {
 EVENTS_SHOWN = 20
 EVENT_WINDOW = timedelta(days=7)
 CALIBRATION_WINDOW = timedelta(minutes=30)
+# broker.bus.PresenceChanged reasons, each with its text (presence.reason.*); any other is shown as it is.
+PRESENCE_REASONS = frozenset({"connected", "disconnected", "status", "will", "silent", "revoked"})
 
 # The commands the page offers, as payloads; each is shown only for kinds whose command schema accepts it.
 COMMANDS: dict[str, dict[str, Any]] = {
@@ -94,6 +97,7 @@ async def _page_context(viewer: Viewer, ctx: ContextDep, device: Device) -> dict
     store = ctx.services.get("store")
     latest: dict[str, Any] = {}
     events: list[Any] = []
+    presence: list[Any] = []
     kind = device.kind.value
     if store is not None:
         for channel in ("telemetry", "state"):
@@ -103,11 +107,13 @@ async def _page_context(viewer: Viewer, ctx: ContextDep, device: Device) -> dict
         now = datetime.now(UTC)
         events = (await store.range(device.id, f"{kind}.event", now - EVENT_WINDOW, now, limit=5000))[-EVENTS_SHOWN:]
         events.reverse()
+        presence = await presence_history(store, device.id, now - EVENT_WINDOW, now, EVENTS_SHOWN)
     telemetry = latest.get("telemetry")
     return {
         "device": device, "market": market, "vendor": vendor, "credentials": credentials,
         "timezone": market.timezone if market else None,
         "has_store": store is not None, "latest": latest, "events": events,
+        "presence": presence, "presence_reasons": PRESENCE_REASONS,
         "chart_fields": numeric_fields(telemetry.fields) if telemetry else [],
         "ranges": list(RANGES),
         "commands": commands_for(device.kind) if viewer.principal.can(Permission.FLEET_WRITE) else [],

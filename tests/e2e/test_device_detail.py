@@ -173,3 +173,24 @@ async def test_an_event_the_device_sent_and_its_firmware_are_on_its_page(site, n
 
     await eventually(shown, within=20)
     assert "fault" in await page.inner_text("ol.history")
+
+
+async def test_presence_history_lists_when_the_device_came_and_went(site, new_page) -> None:
+    device = scales(site)[-3]
+    page = await new_page()
+    await sign_in(page, site, "manny", next_path=f"/devices/{device}")
+    assert await page.locator("#presence-history li[data-presence]").count() == 0  # never connected yet
+    async with aiomqtt.Client("127.0.0.1", site.mqtt_port, identifier=device, username=device,
+                              password=site.secrets[device]):
+        pass  # connects, then goes
+
+    async def came_and_went() -> list[str]:
+        await page.reload()
+        shown = await page.eval_on_selector_all("#presence-history li[data-presence]",
+                                                "els => els.map(e => e.dataset.presence)")
+        return shown if len(shown) >= 2 else []
+
+    shown = await eventually(came_and_went, within=20)
+    assert shown[:2] == ["offline", "online"]  # newest first
+    text = await page.inner_text("#presence-history")
+    assert "连接断开" in text and "已连接" in text  # why, in the reader's language
