@@ -57,3 +57,22 @@ def test_unknown_pages_and_panels_are_refused_with_the_choices() -> None:
         render_page(CONTENT, 8, PANELS[0])
     with pytest.raises(ValueError, match="colour depth"):
         LabelSpec(296, 128, "rgb")
+
+
+@pytest.mark.parametrize("spec", PANELS, ids=lambda s: f"{s.width}x{s.height}-{s.colours}")
+def test_the_traceability_qr_is_drawn_whole_at_the_panels_resolution(spec: LabelSpec) -> None:
+    """Module by module, the trace page's pixels are the QR code of the product's trace URL (no decoder is
+    installed here: segno's own matrix is the reference), every module square, black on white, inside the panel."""
+    import segno
+
+    image = render_page(CONTENT, "trace_qr", spec)
+    matrix = [list(row) for row in segno.make(CONTENT.trace_url, error="m").matrix_iter(scale=1, border=1)]
+    size = len(matrix)
+    scale = (spec.height - 4) // size
+    assert scale >= 1 and 2 + size * scale <= min(spec.width, spec.height)  # fits on the panel
+    for r, row in enumerate(matrix):
+        for c, dark in enumerate(row):
+            for dy in range(scale):
+                for dx in range(scale):
+                    pixel = image.pixel(2 + c * scale + dx, 2 + r * scale + dy)
+                    assert pixel == ("black" if dark else "white"), (r, c, dx, dy)
