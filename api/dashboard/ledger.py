@@ -3,11 +3,14 @@
 Reads the retail service like /api/v1/retail/transactions (`reports:read`) and /metrology/due (`fleet:read`),
 within the viewer's markets: the day's totals per stall, the sales themselves (newest first, abnormal ones
 marked with what the checks found, retail/anomalies.py), and scales whose verification is overdue or due soon,
-grouped per owner (SJZ table 4).
+grouped per owner (SJZ table 4). The metrology list downloads as CSV (`/ledger/{market}/metrology.csv`), one row
+per scale, for the metrology office.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
@@ -17,7 +20,7 @@ from fastapi.responses import Response
 from accounts.permissions import Permission
 from api.auth import ContextDep, RegistryDep
 from api.dashboard.prices import choose_market, retail_service
-from api.dashboard.viewer import ViewerDep, forbidden_page, may_read_reports, render
+from api.dashboard.viewer import ViewerDep, forbidden_page, may_read_reports, not_found_page, render
 from api.i18n import zone
 from fleet.models import Stall
 from retail.anomalies import CODES
@@ -65,3 +68,35 @@ async def ledger_page(
         else:
             context["due"] = await service.scales.metrology_due(within_days, chosen.code, principal.markets)
     return render(request, viewer, "ledger.html", context, section="prices")
+
+
+METROLOGY_COLUMNS = ("status", "owner", "device_id", "name", "market", "stall_no", "certificate_no", "due_on",
+                     "days_left")
+
+
+@router.get("/ledger/{code}/metrology.csv")
+async def metrology_download(
+    request: Request, viewer: ViewerDep, ctx: ContextDep, registry: RegistryDep, code: str,
+    within_days: Annotated[int, Query(ge=0, le=366)] = 30,
+) -> Response:
+    """The metrology list as CSV: overdue scales first, then those due within `within_days`, per owner."""
+    principal = viewer.principal
+    if not viewer.may(may_read_reports) or not principal.can(Permission.FLEET_READ):
+        return forbidden_page(request, viewer)
+    _markets, chosen = await choose_market(viewer, registry, code)
+    if chosen is None or chosen.code != code:
+        return not_found_page(request, viewer)
+    service = retail_service(ctx)
+    if service is None:
+        return render(request, viewer, "not_running.html", {"feature": "retail"}, status_code=503)
+    due = await service.scales.metrology_due(within_days, chosen.code, principal.markets)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(METROLOGY_COLUMNS)
+    for status in ("overdue", "due_soon"):
+        for group in due[status]:
+            for scale in group["scales"]:
+                writer.writerow([status, *(scale[c] for c in METROLOGY_COLUMNS[1:])])
+    filename = f"{chosen.code}-{due['today']}-metrology.csv"
+    return Response(out.getvalue(), media_type="text/csv; charset=utf-8",
+                    headers={"Content-Disposition": f'attachment; filename="{filename}"'})

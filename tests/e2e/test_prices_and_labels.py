@@ -394,6 +394,28 @@ async def test_the_days_sales_per_stall_show_abnormal_orders_and_the_metrology_l
     assert "王记蔬菜" in await page.inner_text("section[data-due=overdue]")
 
 
+async def test_the_metrology_list_downloads_as_csv_within_the_managers_markets(site, new_page, floor: Floor) -> None:
+    import csv
+    import io
+
+    page = await new_page(accept_downloads=True)
+    await sign_in(page, site, "manny", next_path="/ledger?view=metrology&market=FT01")
+    async with page.expect_download() as info:
+        await page.click("a[data-download=metrology]")
+    download = await info.value
+    assert download.suggested_filename.startswith("FT01-") and download.suggested_filename.endswith("-metrology.csv")
+    text = await asyncio.to_thread(Path(await download.path()).read_text, encoding="utf-8")
+    rows = list(csv.DictReader(io.StringIO(text)))
+    mine = next(r for r in rows if r["device_id"] == floor.scale.device_id)
+    assert (mine["status"], mine["owner"], mine["stall_no"]) == ("overdue", "王记蔬菜", "A01")  # no certificate yet
+    assert {r["market"] for r in rows} == {"FT01"}
+    assert (await page.request.get(f"{site.url}/ledger/NS02/metrology.csv")).status == 404  # not in scope
+    assert (await page.request.get(f"{site.url}/ledger/FT01/metrology.csv?within_days=400")).status == 422
+    await page.emulate_media(media="print")  # printable: the page without navigation or the download link
+    assert not await page.locator("header.top").is_visible()
+    assert not await page.locator("a[data-download=metrology]").is_visible()
+
+
 async def test_without_the_retail_service_the_pages_say_so_and_changes_answer_503(site, new_page, floor: Floor) -> None:
     product = await Product.get(id=floor.products["1001"].id)
     service = site.platform.services.pop("retail")
