@@ -19,6 +19,7 @@ A caller cancelled before its batch starts is left out of it; once the batch sta
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -65,11 +66,19 @@ class GroupCommit(Generic[T, R]):
             self._task = asyncio.create_task(self._drain(), name=self.name)
         return await future
 
-    async def aclose(self) -> None:
-        """Write what is queued, then refuse new items."""
+    async def aclose(self, timeout_s: float = 10.0) -> None:
+        """Write what is queued, then refuse new items. A write that does not finish within `timeout_s` (its
+        database gone) is cancelled, and its callers get an error."""
         self._closed = True
-        if self._task is not None and not self._task.done():
-            await asyncio.shield(self._task)
+        task = self._task
+        if task is not None and not task.done():
+            try:
+                await asyncio.wait_for(asyncio.shield(task), timeout_s)
+            except TimeoutError:
+                log.error("%s: queued writes did not finish in %.0f s; cancelled", self.name, timeout_s)
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def _drain(self) -> None:
         if self.window_s > 0:

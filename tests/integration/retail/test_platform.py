@@ -359,6 +359,33 @@ async def test_the_ledger_is_queryable_by_stall_day_and_product_and_a_label_page
     assert image.status_code == 200 and image.content.startswith(b"\x89PNG")
 
 
+async def test_concurrent_price_changes_over_http_each_get_their_own_answer_and_the_last_one_shows(
+    api: httpx.AsyncClient, label: LabelScreen
+) -> None:
+    product = await _product(api, "5201", "2.00")
+    await api.put("/api/v1/retail/labels/rtv-EL1/binding", json={"product_id": product["id"]}, headers=ADMIN)
+    await eventually(lambda: _price(label) == Decimal("2.00"))
+    prices = [f"{3 + n}.{n % 10}0" for n in range(20)]
+    bodies = [{"price": p} for p in prices[:10]] + [{"price": "12.345"}] + [{"price": p} for p in prices[10:]]
+
+    answers = await asyncio.gather(*(api.patch(f"/api/v1/retail/products/{product['id']}", json=body, headers=ADMIN)
+                                     for body in bodies), api.patch("/api/v1/retail/products/999999",
+                                                                    json={"price": "1.00"}, headers=ADMIN))
+
+    assert answers[10].status_code == 422 and "price" in answers[10].json()["detail"]  # the bad one, alone
+    assert answers[-1].status_code == 404
+    good = answers[:10] + answers[11:-1]
+    assert all(a.status_code == 200 for a in good), [a.text for a in good if a.status_code != 200]
+    assert sorted(a.json()["price"] for a in good) == sorted(prices)  # each caller sees its own change
+    history = (await api.get(f"/api/v1/retail/products/{product['id']}/prices", headers=ADMIN)).json()
+    changes = list(reversed(history))[1:]  # oldest first, after the creation
+    assert sorted(h["new_price"] for h in changes) == sorted(prices)  # every change once
+    assert [h["old_price"] for h in changes] == ["2.00"] + [h["new_price"] for h in changes[:-1]]  # in order
+    final = Decimal(changes[-1]["new_price"])
+    assert Decimal((await api.get(f"/api/v1/retail/products/{product['id']}", headers=ADMIN)).json()["price"]) == final
+    await eventually(lambda: _price(label) == final)  # the label ends on the change that arrived last
+
+
 async def test_a_label_reporting_a_larger_colour_panel_gets_pages_rendered_for_it(
     api: httpx.AsyncClient, floor: dict[str, Device], label: LabelScreen
 ) -> None:
@@ -384,3 +411,4 @@ async def test_a_label_reporting_a_larger_colour_panel_gets_pages_rendered_for_i
     spec = LabelSpec(400, 300, "bwry")
     await eventually(lambda: panel.image is not None and read_price(panel.image, price_box(spec)) == Decimal("123.45"))
     assert (panel.image.width, panel.image.height, panel.image.colours) == (400, 300, "bwry")
+

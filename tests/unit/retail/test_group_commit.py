@@ -93,3 +93,16 @@ async def test_after_close_queued_items_are_written_and_new_ones_refused() -> No
     assert await queued == 50
     with pytest.raises(RuntimeError, match="closed"):
         await writes.submit(6)
+
+
+async def test_close_does_not_wait_forever_for_a_write_that_hangs() -> None:
+    async def hang(items: list[int]) -> list[int | Exception]:
+        await asyncio.Event().wait()  # a database that never answers
+        return items
+
+    writes = GroupCommit(hang, window_s=0)
+    stuck = asyncio.create_task(writes.submit(1))
+    await asyncio.sleep(0.01)
+    await writes.aclose(timeout_s=0.05)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        await stuck
