@@ -5,7 +5,7 @@ with totals, and printable as a receipt with its traceability code.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -78,6 +78,14 @@ class Ledger:
             weight_kg=weight, unit_price=price, total=total, trace_code=sale.get("trace_code") or "", time=when,
             day=await self._business_day(market, when), received_at=received, flags=flags, flagged=bool(flags),
         )
+
+    async def purge(self, keep_days: int) -> int:
+        """Delete sales older than `keep_days` by the scale's clock (SZ 6.11.2 b: three years by default);
+        returns how many went."""
+        if keep_days < 1:
+            raise ValueError("keep_days must be at least 1")
+        cutoff = self.clock() - timedelta(days=keep_days)
+        return await Transaction.filter(time__lt=cutoff).delete()
 
     async def list(
         self, query: LedgerQuery, *, limit: int = 100, offset: int = 0

@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 class RetailService:
     def __init__(self, sender: CommandSender, clock: Clock = utcnow, *, tick_s: float = 0.5,
                  resend_after_s: float = 20.0, schedule_lead: timedelta = timedelta(days=2),
-                 limits: AnomalyLimits | None = None, group_window_s: float = 0.002, group_max: int = 500) -> None:
+                 limits: AnomalyLimits | None = None, group_window_s: float = 0.002, group_max: int = 500,
+                 transaction_retention_days: int = 1095) -> None:
         self.clock = clock
         self.sender = sender
         # group_window_s: how long a single price change or label confirmation waits for others to share its
@@ -49,6 +50,8 @@ class RetailService:
         self.uplinks = UplinkRouter(self)
         self.tick_s = tick_s
         self.resend_after_s = resend_after_s
+        # sales are kept three years (SZ 6.11.2 b), like telemetry: older ones are deleted at start, then hourly
+        self.transaction_retention_days = transaction_retention_days
         self._tasks: list[asyncio.Task[None]] = []
 
     async def handle(self, envelope: Envelope) -> None:
@@ -65,6 +68,10 @@ class RetailService:
         ))
         self._tasks.append(asyncio.create_task(self._every(10.0, self.prices.sync_scales), name="retail-scales"))
         self._tasks.append(asyncio.create_task(self._every(5.0, self.labels.save_frames), name="retail-frames"))
+        self._tasks.append(asyncio.create_task(
+            self._every(3600.0, lambda: self.ledger.purge(self.transaction_retention_days)),
+            name="retail-retention",
+        ))
 
     async def aclose(self) -> None:
         started = bool(self._tasks)
