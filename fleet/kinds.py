@@ -263,7 +263,16 @@ class LabelLeft(Payload):
     label_id: str = Field(min_length=1, max_length=64)
 
 
-BaseStationEvent = Annotated[LabelJoined | LabelLeft | FaultEvent | OtaStatus, Field(discriminator="type")]
+class LabelScanned(Payload):
+    """A handheld paired with this base station scanned a label and then a product's barcode: bind request."""
+
+    type: Literal["label_scanned"] = "label_scanned"
+    label_id: str = Field(min_length=1, max_length=64)
+    product_code: str = Field(min_length=1, max_length=32)
+
+
+BaseStationEvent = Annotated[LabelJoined | LabelLeft | LabelScanned | FaultEvent | OtaStatus,
+                             Field(discriminator="type")]
 
 
 class RelayToLabel(Payload):

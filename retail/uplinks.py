@@ -125,11 +125,26 @@ class UplinkRouter:
         await self.service.labels.confirmed(env.device_id, event.image_sha256, event.page)
 
     async def _esl_event_scanned(self, env: Envelope, event: Any) -> None:
-        device = await Device.get(id=env.device_id)
+        await self._bind_scanned(env.device_id, event.product_code, env.device_id)
+
+    async def _esl_base_station_event_label_scanned(self, env: Envelope, event: Any) -> None:
+        # A handheld scans through the base station: it may bind only labels of its own market.
+        station = await Device.get(id=env.device_id)
+        if station.market_id is None:  # type: ignore[attr-defined]
+            raise MarketFleetError(f"base station {station.id} is in no market; it binds no label")
+        await self._bind_scanned(event.label_id, event.product_code, env.device_id,
+                                 station.market_id)  # type: ignore[attr-defined]
+
+    async def _bind_scanned(self, label_id: str, code: str, scanner: str, market: str | None = None) -> None:
+        device = await Device.get_or_none(id=label_id)
+        if device is None:
+            raise MarketFleetError(f"no label {label_id}; cannot bind it to {code}")
         if device.market_id is None:  # type: ignore[attr-defined]
-            raise MarketFleetError(f"label {device.id} is in no market; cannot look up {event.product_code}")
-        product = await self.service.prices.find(device.market_id, event.product_code, device.stall_id)  # type: ignore[attr-defined]
-        await self.service.labels.bind(device.id, product, actor=f"scan:{device.id}")
+            raise MarketFleetError(f"label {device.id} is in no market; cannot look up {code}")
+        if market is not None and device.market_id != market:  # type: ignore[attr-defined]
+            raise MarketFleetError(f"label {device.id} is not in {scanner}'s market {market}")
+        product = await self.service.prices.find(device.market_id, code, device.stall_id)  # type: ignore[attr-defined]
+        await self.service.labels.bind(device.id, product, actor=f"scan:{scanner}")
 
     async def _esl_event_fault(self, env: Envelope, event: Any) -> None:
         if event.code == "refresh_failed":

@@ -82,6 +82,27 @@ async def test_a_scan_of_an_unknown_code_binds_nothing_and_is_counted(retail: Re
     assert retail.service.uplinks.stats.ignored["esl.event.scanned"] == 1
 
 
+async def test_a_handheld_scan_reported_by_the_base_station_binds_the_label(retail: Retail) -> None:
+    product = await _product(retail, "1011", price="2.20")
+    sim = await _label_on_station(retail, "tv-EL0009", "tv-BS01")
+    await retail.floor.uplink("tv-BS01", "event", {"type": "label_scanned", "label_id": "tv-EL0009",
+                                                   "product_code": "1011"})
+    await retail.floor.deliver()
+    row = await ShelfLabel.get(device_id="tv-EL0009")
+    assert (row.product_id, row.bound_by) == (product.id, "scan:tv-BS01")
+    assert _shown_price(sim) == Decimal("2.20")
+
+
+async def test_a_base_station_scan_of_a_device_that_is_no_label_binds_nothing_and_is_counted(retail: Retail) -> None:
+    await _product(retail, "1012")
+    ignored = retail.service.uplinks.stats.ignored["esl_base_station.event.label_scanned"]
+    for label_id in ("tv-SC00", "tv-NOPE"):  # a scale, and a device that does not exist
+        await retail.floor.uplink("tv-BS01", "event", {"type": "label_scanned", "label_id": label_id,
+                                                       "product_code": "1012"})
+    assert retail.service.uplinks.stats.ignored["esl_base_station.event.label_scanned"] == ignored + 2
+    assert not await ShelfLabel.filter(device_id__in=["tv-SC00", "tv-NOPE"]).exists()
+
+
 async def test_timed_promotion_switches_on_time_while_the_label_is_offline(retail: Retail) -> None:
     product = await _product(retail, "1004")
     sim = await _label_on_station(retail, "tv-EL0003", "tv-BS00")

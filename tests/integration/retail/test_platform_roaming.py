@@ -142,3 +142,12 @@ async def test_a_promotion_downloaded_ahead_switches_on_time_on_the_label_clock_
         assert abs((switched_at - at).total_seconds()) <= 1.0
     finally:
         aisle.reach = reach
+
+
+async def test_a_handheld_scan_through_the_base_station_binds_the_label(api: httpx.AsyncClient, aisle: Aisle) -> None:
+    product = await _product(api, "6004", "4.40")
+    station = aisle.stations[aisle.reach or "rtr-BS1"]
+    await station.publish("event", {"type": "label_scanned", "label_id": "rtr-EL1", "product_code": "6004"})
+    await eventually(lambda: _price(aisle.screen) == Decimal("4.40"))
+    row = await _label_row(api)
+    assert (row["product_id"], row["bound_by"]) == (product["id"], f"scan:{aisle.reach}")
