@@ -138,7 +138,9 @@ class VisionSettings(BaseModel):
     # and run it on ONNX Runtime; same post-processing, so the same detections.
     backend: Literal["torch", "onnx"] = "torch"
     device: str = "cpu"
-    threads: int = Field(default=2, ge=1, le=256)  # intra-op threads for inference (torch or ONNX Runtime)
+    threads: int = Field(default=2, ge=1, le=256)  # intra-op threads of one inference (torch or ONNX Runtime)
+    # inferences run side by side (model copies and executor threads); workers × threads ≈ cores
+    inference_workers: int = Field(default=1, ge=1, le=64)
     telemetry_interval_s: float = Field(default=10.0, gt=0)
     flow_retention_days: int = Field(default=30, ge=1)  # SZ 6.9: 30 days of passenger flow queryable
     reconnect_max_s: float = Field(default=30.0, gt=0)

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import shutil
 import tempfile
-import threading
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Literal
@@ -65,11 +65,13 @@ def onnx_export(weights: Path, image_size: int) -> Path:
 
 
 class YoloDetector:
-    """One loaded model, shared by every camera of the worker. `detect` is blocking (run it off the loop);
-    calls are serialised, because one model object must not run two inferences at once."""
+    """The loaded model, shared by every camera of the worker. `detect` is blocking (run it off the loop). One
+    model object must not run two inferences at once, so `workers` copies are loaded and each call takes a free
+    one: on a 2-core machine two single-threaded inferences side by side use both cores, where one inference
+    with two intra-op threads leaves much of the second idle (see BENCHMARKS.md, vision)."""
 
     def __init__(self, model_path: str | Path, *, image_size: int = 640, device: str = "cpu",
-                 threads: int | None = None, backend: Backend = "torch") -> None:
+                 threads: int | None = None, backend: Backend = "torch", workers: int = 1) -> None:
         path = Path(model_path)
         if not path.exists():
             raise DetectorError(
@@ -100,28 +102,32 @@ class YoloDetector:
         # a file already exported (.onnx, OpenVINO folder) runs on its own runtime whatever the setting says
         self.backend = "onnx" if path.suffix == ".onnx" else "torch" if path.suffix == ".pt" else path.suffix
         try:
-            self.model = YOLO(str(path), task="detect")
+            models = [YOLO(str(path), task="detect") for _ in range(max(1, workers))]
         except Exception as err:  # ultralytics raises many types for a bad file
             raise DetectorError(f"detector weights {path} could not be loaded: {err}") from err
-        self.path, self.image_size, self.device = path, image_size, device
+        self.path, self.image_size, self.device, self.workers = path, image_size, device, len(models)
+        self.model = models[0]
         self.names: dict[int, str] = dict(self.model.names)
-        self._lock = threading.Lock()
-        if self.backend == "onnx" and device == "cpu":
-            self._tune_onnx(threads or 1)
+        self._idle: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        for model in models:
+            if self.backend == "onnx" and device == "cpu":
+                self._tune_onnx(model, threads or 1)
+            self._idle.put(model)
 
-    def _tune_onnx(self, threads: int) -> None:
+    def _tune_onnx(self, model: Any, threads: int) -> None:
         """ultralytics builds its ONNX Runtime session with default options: one spinning intra-op thread per
         core. Rebuilt with the `threads` setting and spinning off, so idle inference threads do not burn the
         cores the frame decoding and the other workers on the machine need."""
         import onnxruntime
 
-        self.detect(np.zeros((self.image_size, self.image_size, 3), dtype=np.uint8))  # builds the predictor
-        backend = self.model.predictor.model.backend
+        blank = np.zeros((self.image_size, self.image_size, 3), dtype=np.uint8)
+        model.predict(blank, imgsz=self.image_size, device=self.device, verbose=False)  # builds the predictor
         options = onnxruntime.SessionOptions()
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        backend.session = onnxruntime.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
+        model.predictor.model.backend.session = onnxruntime.InferenceSession(
+            str(self.path), options, providers=["CPUExecutionProvider"])
 
     def class_ids(self, names: list[str]) -> list[int]:
         return [i for i, name in self.names.items() if name in names]
@@ -130,9 +136,12 @@ class YoloDetector:
                iou: float = 0.5) -> tuple[sv.Detections, Any]:
         """Detections (with `class_name`) and the raw boxes the tracker takes."""
         ids = self.class_ids(classes) if classes else None
-        with self._lock:
-            result = self.model.predict(frame_bgr, imgsz=self.image_size, conf=confidence, iou=iou,
-                                        classes=ids, device=self.device, verbose=False)[0]
+        model = self._idle.get()  # waits while all copies are busy
+        try:
+            result = model.predict(frame_bgr, imgsz=self.image_size, conf=confidence, iou=iou, classes=ids,
+                                   device=self.device, verbose=False)[0]
+        finally:
+            self._idle.put(model)
         detections = sv.Detections.from_ultralytics(result)
         return detections, result.boxes.cpu().numpy()
 

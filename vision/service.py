@@ -113,7 +113,8 @@ class VisionService:
         self.store = store or VisionStore(settings.flow_retention_days)
         self.detector = detector
         self.ppe_detector: YoloDetector | None = None
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self.executor = ThreadPoolExecutor(max_workers=self.settings.inference_workers,
+                                           thread_name_prefix="inference")
         self.links: dict[str, DeviceLink] = {}
         self.sink = PlatformSink(self.store, self.links, data_dir / "vision" / "evidence")
         self.running: dict[str, _Running] = {}
@@ -124,10 +125,11 @@ class VisionService:
         if self.detector is None:
             self.detector = YoloDetector(self.settings.model_path, image_size=self.settings.image_size,
                                          device=self.settings.device, threads=self.settings.threads,
-                                         backend=self.settings.backend)
+                                         backend=self.settings.backend, workers=self.settings.inference_workers)
         if self.settings.ppe_model_path:
             self.ppe_detector = YoloDetector(self.settings.ppe_model_path, image_size=self.settings.image_size,
-                                             device=self.settings.device, backend=self.settings.backend)
+                                             device=self.settings.device, threads=self.settings.threads,
+                                             backend=self.settings.backend, workers=self.settings.inference_workers)
         await self.store.purge()
         await self.reconcile()
         self._task = asyncio.create_task(self._reload_forever(), name="vision-reload")

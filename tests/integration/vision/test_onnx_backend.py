@@ -120,3 +120,14 @@ async def test_the_scripted_entrance_counts_exactly_the_same_with_the_onnx_backe
     onnx_counts = await _entrance_counts(onnx_detector)
     assert torch_counts == (3, 2)
     assert onnx_counts == torch_counts
+
+
+def test_two_inference_workers_run_side_by_side_and_find_what_one_finds(weights: Path,
+                                                                        onnx_detector: YoloDetector) -> None:
+    pair = YoloDetector(weights, image_size=160, threads=1, backend="onnx", workers=2)
+    assert pair.workers == 2
+    images = _images()
+    with ThreadPoolExecutor(2) as executor:  # as the service runs them (vision.inference_workers = 2)
+        side_by_side = list(executor.map(lambda image: pair.detect(image)[0], images * 2))
+    for image, found in zip(images * 2, side_by_side, strict=True):
+        _same(found, onnx_detector.detect(image)[0], box_px=0.05, score=1e-3)
