@@ -37,6 +37,10 @@
         { label: form.dataset.mean + " " + field, stroke: "#0b7a53", width: 2 },
       ],
       bands: [{ series: [2, 1], fill: "rgba(11,122,83,0.12)" }],
+      // The time range shown (epoch s) on the box, so a zoom can be read back (tests, bookmarks).
+      hooks: { setScale: [function (u, key) {
+        if (key === "x") { box.dataset.xMin = String(u.scales.x.min); box.dataset.xMax = String(u.scales.x.max); }
+      }] },
     };
     plot = new uPlot(opts, [data.t, data.min, data.max, data.mean], box);
     box.dataset.ready = "1";

@@ -194,3 +194,32 @@ async def test_presence_history_lists_when_the_device_came_and_went(site, new_pa
     assert shown[:2] == ["offline", "online"]  # newest first
     text = await page.inner_text("#presence-history")
     assert "连接断开" in text and "已连接" in text  # why, in the reader's language
+
+
+async def test_dragging_across_the_chart_zooms_in_and_a_double_click_zooms_back_out(site, new_page) -> None:
+    device = sensors(site)[0]  # has two days of readings (test_chart_shows_downsampled_telemetry_for_each_range)
+    now = datetime.now(UTC)
+    await site.platform.services["store"].write([
+        Reading(device_id=device, measurement="env_sensor.telemetry", ts=now - timedelta(minutes=2 * i),
+                fields={"temperature_c": 21.0, "humidity_pct": 70.0}, tags={"market": "FT01"}) for i in range(300)])
+    page = await new_page()
+    await sign_in(page, site, "mia", next_path=f"/devices/{device}")
+    await page.wait_for_selector("#chart[data-ready][data-x-min] .u-over")
+
+    async def shown() -> float:
+        box = await page.eval_on_selector("#chart", "b => [Number(b.dataset.xMin), Number(b.dataset.xMax)]")
+        return box[1] - box[0]
+
+    full = await shown()
+    await page.locator("#chart .u-over").scroll_into_view_if_needed()
+    over = await page.locator("#chart .u-over").bounding_box()
+    y = over["y"] + over["height"] / 2
+    await page.mouse.move(over["x"] + over["width"] * 0.4, y)
+    await page.mouse.down()
+    await page.mouse.move(over["x"] + over["width"] * 0.6, y, steps=8)
+    await page.mouse.up()
+    span = "(b => b.dataset.xMax - b.dataset.xMin)(document.querySelector('#chart'))"
+    await page.wait_for_function(f"{span} < {full} * 0.5")
+    assert 0.1 * full < await shown() < 0.3 * full  # about the fifth that was dragged over
+    await page.mouse.dblclick(over["x"] + over["width"] / 2, y)
+    await page.wait_for_function(f"{span} >= {full} * 0.99")
