@@ -5,6 +5,7 @@ label's own clock while the label hears nothing (issue 8 must-show over the real
 
 from __future__ import annotations
 
+import base64
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from retail.esl_codec import LabelScreen
+from retail.esl_codec import LabelScreen, frame_info
 from tests.factories import ADMIN, create_vendor, ensure_market
 from tests.integration.retail.test_platform import MARKET, CoapBaseStation, Device, _price, _product, eventually
 
@@ -101,9 +102,12 @@ async def test_a_label_that_moved_station_gets_the_next_update_through_the_new_o
     aisle.reach = "rtr-BS2"  # carried to another aisle: BS1's radio no longer reaches it
     response = await api.patch(f"/api/v1/retail/products/{product['id']}", json={"price": "9.10"}, headers=ADMIN)
     assert response.status_code == 200, response.text
-    await eventually(lambda: any(c.get("command") == "relay" and c["payload"].get("frame")
-                                 and c["label_id"] == "rtr-EL1" for c in aisle.stations["rtr-BS1"].commands[-3:]))
+    lost = await eventually(lambda: [c for c in aisle.stations["rtr-BS1"].commands[-3:] if c.get("command") == "relay"
+                                     and c["payload"].get("frame") and c["label_id"] == "rtr-EL1"])
     assert _price(aisle.screen) == Decimal("6.80")  # sent through BS1: lost
+    assert isinstance(aisle.stations["rtr-BS1"], CoapBaseStation)  # the test platform runs CoAP: relays use it
+    frame = base64.b64decode(lost[-1]["payload"]["frame"])
+    assert frame_info(frame).diff and len(frame) < 400  # the price change travels as a small diff
 
     await aisle.stations["rtr-BS2"].publish("event", {"type": "label_joined", "label_id": "rtr-EL1", "rssi_dbm": -61})
     await eventually(lambda: _price(aisle.screen) == Decimal("9.10"))
