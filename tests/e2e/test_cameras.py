@@ -282,3 +282,30 @@ async def test_an_event_handled_twice_says_who_handled_it(site, new_page, camera
     assert first.status == 200
     again = await page.request.post(url, form={"note": "again"})
     assert again.status == 409 and "already handled by user:manny" in await again.text()
+
+
+async def test_drawing_a_zone_with_a_crowd_limit_saves_it_and_the_worker_uses_it(site, new_page, cameras,
+                                                                                 worker) -> None:
+    page = await new_page()
+    await open_editor(page, site, "mia", GATE)
+    await page.check("input[name=tool][value=zone]")
+    await page.evaluate("document.querySelector('#snapshot').scrollIntoView({block: 'start'})")  # all in view
+    for fx, fy in ((0.1, 0.1), (0.4, 0.1), (0.4, 0.35), (0.1, 0.35)):
+        await click_on_picture(page, fx, fy)
+    await page.fill("#shape-name", "stall row")
+    await page.fill("#zone-limit", "4")
+    await page.click("#add-shape")
+    await page.wait_for_selector("svg polygon.zone[data-zone='stall row']", state="attached")
+    await page.click("#save-analytics")
+    await page.wait_for_selector("#editor-status[data-kind='done']")
+
+    async with httpx.AsyncClient(base_url=site.url, timeout=30, headers=ADMIN) as api:
+        stored = (await api.get(f"/api/v1/vision/cameras/{GATE}")).json()["analytics"]
+    zone = next(z for z in stored["zones"] if z["name"] == "stall row")
+    assert zone["crowd_limit"] == 4 and len(zone["polygon"]) == 4
+    assert zone["polygon"][2] == pytest.approx([0.4, 0.35], abs=0.01)
+
+    async def running_zones() -> list[str]:  # the worker re-reads the configuration and restarts the camera
+        return [z.name for z in worker.running[GATE].worker.spec.analytics.zones]
+
+    assert "stall row" in await eventually(running_zones, within=120)
