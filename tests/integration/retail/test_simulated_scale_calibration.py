@@ -7,13 +7,16 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 from rich.console import Console
 
+from retail.models import CalibrationGrant
 from simulators import Emission, Endpoints, MarketSimulation, register_market_devices
+from simulators.wire import rfc3339
 from tests.factories import ADMIN
 
 MARKET = "RT-CAL"
@@ -76,3 +79,58 @@ async def test_the_simulated_scale_calibrates_only_with_a_grant_and_every_calibr
                                                                    (True, "")]
     integrity = (await api.get(f"/api/v1/retail/scales/{scale.device_id}/integrity", headers=ADMIN)).json()
     assert integrity["anti_cheat_ok"] is False
+
+
+async def test_a_calibration_with_an_expired_grant_is_refused_over_mqtt_and_a_fresh_grant_works(
+    api: httpx.AsyncClient, platform, tmp_path: Path
+) -> None:
+    """A grant the scale holds whose window the platform has closed (its `valid_until` moved into the past in the
+    registry, the state an expired grant is in, without waiting): the scale's own clock still lets it calibrate,
+    the platform refuses the event, records it as refused and as a tamper report, and the grant stays unused."""
+    creds = await register_market_devices(str(api.base_url), ADMIN["Authorization"].removeprefix("Bearer "),
+                                          {"scale": 1}, market=f"{MARKET}-EXP", vendor_code="rtcalexp")
+    endpoints = Endpoints(mqtt_port=platform.settings.broker.port, coap_port=platform.services["coap"].port,
+                          api_url=str(api.base_url).rstrip("/"))
+    sim = MarketSimulation(creds, endpoints, outbox_path=tmp_path / "outbox.sqlite3", console=Console(quiet=True),
+                           ack_timeout_s=5.0, intervals={"scale": 3600})
+    [scale] = sim.devices
+    url = f"/api/v1/retail/scales/{scale.device_id}/calibrations"
+
+    async def calibrations(count: int) -> list[dict[str, Any]] | None:
+        rows = (await api.get(url, headers=ADMIN)).json()
+        return rows if len(rows) == count else None
+
+    await sim.start()
+    try:
+        await _until(lambda: scale.connected and scale.stats.acked >= 1)
+        granted = datetime.now(UTC) - timedelta(minutes=20)
+        stale = await CalibrationGrant.create(id="expired-grant-1", scale_id=scale.device_id, granted_by="user:maint",
+                                              reason="annual check", granted_at=granted,
+                                              valid_until=granted + timedelta(minutes=30))
+        # The scale received it while it was valid (its copy still says so: the scale's clock is no authority).
+        scale.state["calibration_grant"] = {"grant_id": stale.id, "valid_until": rfc3339(stale.valid_until)}
+        await CalibrationGrant.filter(id=stale.id).update(valid_until=granted + timedelta(minutes=15))  # expired
+        calibrated = scale.generator.calibrate(scale.now())
+        assert [e.channel for e in calibrated] == ["event"], scale.state.get("calibration_refused")
+        scale.emit(calibrated)
+
+        [refused] = await _until(lambda: calibrations(1))
+        assert (refused["grant_id"], refused["accepted"], refused["refusal"]) == (stale.id, False, "expired")
+        assert (await CalibrationGrant.get(id=stale.id)).used_at is None  # an expired grant is never consumed
+        integrity = (await api.get(f"/api/v1/retail/scales/{scale.device_id}/integrity", headers=ADMIN)).json()
+        assert integrity["anti_cheat_ok"] is False
+        assert any(e["type"] == "tamper" and e["reason"] == "unauthorised_calibration" and "expired" in e["details"]
+                   for e in integrity["events"]), integrity
+
+        response = await api.post(f"/api/v1/retail/scales/{scale.device_id}/calibration-grants",
+                                  json={"minutes": 10, "reason": "after the expired one"}, headers=ADMIN)
+        assert response.status_code == 201, response.text
+        fresh = response.json()["id"]
+        rows = await _until(lambda: calibrations(2))  # sent to the scale over MQTT, it calibrated, reported it
+    finally:
+        await sim.stop(drain_s=10)
+        sim.close()
+    assert sorted((r["grant_id"], r["accepted"], r["refusal"]) for r in rows) == sorted(
+        [(stale.id, False, "expired"), (fresh, True, "")])
+    assert scale.state["calibrated_with"] == fresh
+    assert (await CalibrationGrant.get(id=fresh)).used_at is not None
