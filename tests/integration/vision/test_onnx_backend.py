@@ -3,6 +3,7 @@ beside the weights and redone when they change, and the scripted entrance counts
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -86,8 +87,14 @@ def test_an_unknown_backend_or_missing_weights_is_a_clear_error(weights: Path, t
         YoloDetector(weights, image_size=160, backend="tensorrt")  # type: ignore[arg-type]
     with pytest.raises(DetectorError, match="not found"):
         YoloDetector(tmp_path / "absent.pt", backend="onnx")
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a model")
+    with pytest.raises(DetectorError, match="could not be exported to ONNX"):
+        YoloDetector(garbage, backend="onnx")
+    assert not list(tmp_path.glob("*.onnx")) and not list(tmp_path.glob(".export-*"))  # nothing half-written
     with pytest.raises(ValueError):
         VisionSettings(backend="tflite")
+    assert VisionSettings(backend="onnx", inference_workers=2).backend == "onnx"
 
 
 class NullSink:
@@ -131,3 +138,57 @@ def test_two_inference_workers_run_side_by_side_and_find_what_one_finds(weights:
         side_by_side = list(executor.map(lambda image: pair.detect(image)[0], images * 2))
     for image, found in zip(images * 2, side_by_side, strict=True):
         _same(found, onnx_detector.detect(image)[0], box_px=0.05, score=1e-3)
+
+
+async def test_the_worker_built_from_settings_with_the_onnx_backend_counts_the_entrance_exactly(
+        registry_url_factory, tmp_path_factory, weights: Path) -> None:
+    """Settings → service → ONNX detector (two inference workers) → MJPEG camera → flow API: 3 in, 2 out."""
+    from tests.factories import ADMIN, create_vendor, ensure_market, serve_api, start_test_platform
+    from tests.integration.vision.test_worker import GATE, played
+    from vision.service import VisionService
+    from vision.simulator import CameraSimulator
+
+    data = tmp_path_factory.mktemp("onnx-data")
+    scene = entrance_scene(entering=3, leaving=2, spacing_s=2.5, crossing_s=3.0, loop=False)
+    async with start_test_platform(data, registry_url_factory("sqlite")) as platform:
+        async with serve_api(platform.app) as api:
+            key = await create_vendor(api, "hik")
+            await ensure_market(api, "FT01")
+            counter = await api.post("/api/v1/vendor/devices", headers={"X-API-Key": key}, json={
+                "devices": [{"serial": "FLOW01", "kind": "flow_counter", "market": "FT01"}]})
+            assert counter.status_code in (200, 201), counter.text
+            camera = CameraSimulator(scene, serial="ENT01", password="pw", hold_until_streamed=True)
+            await camera.start()
+            response = await api.post("/api/v1/vision/cameras", headers=ADMIN, json={
+                "host": "127.0.0.1", "port": camera.port, "password": "pw", "vendor": "hik", "market": "FT01",
+                "analytics": GATE})
+            assert response.status_code == 201, response.text
+            settings = VisionSettings(model_path=str(weights), image_size=160, backend="onnx", threads=1,
+                                      inference_workers=2, telemetry_interval_s=1, reload_s=0.5)
+            service = VisionService(settings, data_dir=data, mqtt_host="127.0.0.1",
+                                    mqtt_port=platform.settings.broker.port, secret_for=platform.registry.device_secret)
+            await service.start()
+            try:
+                assert service.detector is not None and service.detector.backend == "onnx"
+                await played(camera, 14.0)
+
+                async def totals() -> tuple[int, int]:
+                    flow = await api.get("/api/v1/vision/cameras/hik-ENT01/flow", params={"bucket": "minute"},
+                                         headers=ADMIN)
+                    assert flow.status_code == 200, flow.text
+                    return flow.json()["total_in"], flow.json()["total_out"]
+
+                last: list[tuple[int, int]] = []
+
+                async def settled() -> bool:
+                    last.append(await totals())
+                    return last[-1] == (3, 2)
+
+                for _ in range(100):  # counts are written every 2 s: poll, generously
+                    if await settled():
+                        break
+                    await asyncio.sleep(0.2)
+                assert last[-1] == (3, 2)
+            finally:
+                await service.aclose()
+                await camera.aclose()
