@@ -77,7 +77,7 @@ def body(seq: int) -> bytes:
 async def wait_stored(store: SqliteStore, device_ids: list[str], expected: int, within: float = 60) -> int:
     async with asyncio.timeout(within):
         while True:
-            total = sum([await store.count(d) for d in device_ids])
+            total = sum([await store.count(d, "env_sensor.telemetry") for d in device_ids])
             if total >= expected:
                 return total
             await asyncio.sleep(0.2)
