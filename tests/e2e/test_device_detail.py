@@ -197,8 +197,8 @@ async def test_presence_history_lists_when_the_device_came_and_went(site, new_pa
 
 
 async def test_dragging_across_the_chart_zooms_in_and_a_double_click_zooms_back_out(site, new_page) -> None:
-    device = sensors(site)[0]  # has two days of readings (test_chart_shows_downsampled_telemetry_for_each_range)
-    now = datetime.now(UTC)
+    device = sensors(site)[0]
+    now = datetime.now(UTC)  # ten hours of readings, whatever other tests wrote
     await site.platform.services["store"].write([
         Reading(device_id=device, measurement="env_sensor.telemetry", ts=now - timedelta(minutes=2 * i),
                 fields={"temperature_c": 21.0, "humidity_pct": 70.0}, tags={"market": "FT01"}) for i in range(300)])

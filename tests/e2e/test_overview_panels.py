@@ -48,5 +48,7 @@ async def test_panels_show_todays_sales_flow_quality_and_alerts_by_severity_live
         await page.wait_for_function(
             f"document.querySelector('[data-severity=critical]').textContent == '{critical + 1}'", timeout=30_000)
         assert await page.evaluate("window.__sameDocument") is True  # the panel moved without a reload
+        await page.reload()
+        assert int(await page.inner_text("[data-alarming=cold_locker]")) >= 1  # devices by kind: alarming
     finally:
         await site.rules.delete_rule("overview-locker-warm")
