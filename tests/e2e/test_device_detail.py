@@ -223,3 +223,23 @@ async def test_dragging_across_the_chart_zooms_in_and_a_double_click_zooms_back_
     assert 0.1 * full < await shown() < 0.3 * full  # about the fifth that was dragged over
     await page.mouse.dblclick(over["x"] + over["width"] / 2, y)
     await page.wait_for_function(f"{span} >= {full} * 0.99")
+
+
+async def test_times_are_shown_in_the_markets_own_time_zone(site, new_page) -> None:
+    from api.i18n import format_datetime
+    from fleet.models import Vendor
+    from fleet.schemas import DeviceCreate, MarketCreate
+
+    registry = site.platform.registry
+    await registry.create_market(MarketCreate(code="UR03", name="乌鲁木齐北园春市场", timezone="Asia/Urumqi"))
+    result = await registry.register_devices(await Vendor.get(code="acme"), [
+        DeviceCreate(serial="ENVUR03000", kind="env_sensor", market="UR03")])  # type: ignore[arg-type]
+    far_west = await Device.get(id=result.rows[0].device_id)
+    east = await Device.get(id=sensors(site)[0])
+    page = await new_page()
+    await sign_in(page, site, "ada")
+    for device, timezone in ((far_west, "Asia/Urumqi"), (east, "Asia/Shanghai")):
+        await page.goto(f"{site.url}/devices/{device.id}")
+        shown = (await page.inner_text("td[data-created]")).strip()  # when it was registered
+        assert shown == format_datetime(device.created_at, timezone)
+        assert shown != format_datetime(device.created_at, "UTC")  # not the server's clock
