@@ -339,17 +339,20 @@ class LabelDispatcher:
 
     async def roamed(self, label_id: str, base_station_id: str, rssi_dbm: int | None = None) -> bool:
         """The label is now heard by `base_station_id`; a pending update follows it there. True if it moved."""
-        label = await self.seen(label_id)
-        if label is None or label.base_station_id == base_station_id:
-            if label is not None and rssi_dbm is not None:
-                await self.seen(label_id, rssi_dbm=rssi_dbm)
-            return False
-        label.base_station_id = base_station_id
-        fields_ = ["base_station_id"]
-        if rssi_dbm is not None:
-            label.rssi_dbm = rssi_dbm
-            fields_.append("rssi_dbm")
-        await label.save(update_fields=fields_)
+        # Under the write lock, so that a price change being prepared either sees the new station or has saved
+        # its pending update before we look: otherwise its frame goes to the old station and nothing follows it.
+        async with self._write_lock:
+            label = await self.seen(label_id)
+            if label is None or label.base_station_id == base_station_id:
+                if label is not None and rssi_dbm is not None:
+                    await self.seen(label_id, rssi_dbm=rssi_dbm)
+                return False
+            label.base_station_id = base_station_id
+            fields_ = ["base_station_id"]
+            if rssi_dbm is not None:
+                label.rssi_dbm = rssi_dbm
+                fields_.append("rssi_dbm")
+            await label.save(update_fields=fields_)
         log.info("label %s roamed to base station %s", label_id, base_station_id)
         if label.pending_sha256 and label.product_id is not None:  # type: ignore[attr-defined]
             self.stats.resent += 1
