@@ -144,9 +144,9 @@ async def start_platform(settings: Settings, *, ingest: bool = True, scheduler: 
             # Likewise OTA statuses (a status replayed then would otherwise time its job out and retry it).
             firmware_feed = broker.bus.subscribe(maxsize=FIRMWARE_FEED_BUFFER, name="firmware") \
                 if settings.firmware.enabled else None
-            # Presence history for the device page (api/dashboard/presence_log.py): every change, into the store.
-            from api.dashboard.presence_log import PresenceLog
+            # Presence history for the device page (broker/presence_log.py): every change, into the store.
             from broker.bus import PresenceChanged as _PresenceChanged
+            from broker.presence_log import PresenceLog
 
             presence_log = PresenceLog(store, broker.bus.subscribe(
                 maxsize=PRESENCE_LOG_BUFFER, kinds=(_PresenceChanged,), name="presence-log"))

@@ -1,4 +1,4 @@
-"""One device: registry facts, presence and its history (api/dashboard/presence_log.py), firmware, latest
+"""One device: registry facts, presence and its history (broker/presence_log.py), firmware, latest
 telemetry with a zoomable chart, recent events, credentials (rotate / revoke) and commands.
 
 The chart reads `/devices/{id}/series`, which asks the telemetry store to downsample (`TelemetryStore.downsample`:
@@ -19,8 +19,8 @@ from pydantic import ValidationError
 
 from accounts.permissions import Permission, Principal
 from api.auth import ContextDep, RegistryDep
-from api.dashboard.presence_log import presence_history
 from api.dashboard.viewer import Viewer, ViewerDep, forbidden_page, may_read_fleet, not_found_page, render
+from broker.presence_log import presence_history
 from broker.transports import send_command
 from fleet.errors import Conflict, InvalidRequest, NotFound
 from fleet.kinds import CATALOG, DeviceKind

@@ -1,12 +1,12 @@
-"""Presence history (api/dashboard/presence_log.py): every change on the bus lands in the telemetry store, and
+"""Presence history (broker/presence_log.py): every change on the bus lands in the telemetry store, and
 what is still buffered when the platform stops is written before it closes."""
 
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from api.dashboard.presence_log import PresenceLog, presence_history
 from broker.bus import EnvelopeBus, PresenceChanged
+from broker.presence_log import PresenceLog, presence_history
 from telemetry import open_store
 from tests.e2e.conftest import eventually
 
