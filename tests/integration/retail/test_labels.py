@@ -3,11 +3,13 @@ offline label, roaming, LED flash."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 from datetime import timedelta
 from decimal import Decimal
 
 from retail.esl_codec import frame_info
+from retail.labels import PENDING_FIELDS, save_all
 from retail.models import PriceChange, PriceSource, ShelfLabel
 from retail.render import LabelSpec, price_box, read_price
 from tests.integration.retail.conftest import MARKET, Retail
@@ -143,6 +145,37 @@ async def test_a_label_that_moved_base_station_gets_the_next_update_through_the_
     await retail.floor.deliver()
     assert _shown_price(sim) == Decimal("9.10")
     assert _relayed(retail, "tv-EL0004")[-1][0] == "tv-BS01"
+
+
+async def test_a_label_that_roams_while_its_price_change_is_being_written_gets_it_through_the_new_station(
+    retail: Retail,
+) -> None:
+    """The new station's report arrives after a price change read the label (old station) and before it saved the
+    label's pending update: the change's frame is lost on the old station, and the re-route must still send it."""
+    labels = retail.service.labels
+    product = await _product(retail, "1090")
+    sim = await _label_on_station(retail, "tv-EL0019", "tv-BS00")
+    await labels.bind("tv-EL0019", product, actor="user:test")
+    await retail.floor.deliver()
+    sim.station = "tv-BS01"
+    product.price = Decimal("8.40")
+    await product.save(update_fields=["price"])
+
+    async with labels.write_lock:  # what a price change does: read and render, then save the pending state
+        commands = await labels.prepare_products([product])
+        joined = asyncio.create_task(retail.floor.uplink(
+            "tv-BS01", "event", {"type": "label_joined", "label_id": "tv-EL0019", "rssi_dbm": -60}))
+        async with asyncio.timeout(30):  # the re-route waits for the lock (or, wrongly, finishes without it)
+            while True:
+                if joined.done() or labels.write_lock._waiters:
+                    break
+                await asyncio.sleep(0.01)
+        await save_all([label for label, _ in commands], PENDING_FIELDS)
+    await labels.relay_all(commands)  # through the old station: lost
+    await joined
+    await retail.floor.deliver()
+    assert _shown_price(sim) == Decimal("8.40")
+    assert _relayed(retail, "tv-EL0019")[-1][0] == "tv-BS01"
 
 
 async def test_an_unconfirmed_update_is_sent_again_through_the_station_the_label_reports(retail: Retail) -> None:
