@@ -199,7 +199,8 @@ async def start_platform(settings: Settings, *, ingest: bool = True, scheduler: 
         from retail.service import setup as setup_retail
         from retail.transport import DeferredCommands, PlatformCommands
 
-        retail_service = setup_retail(PlatformCommands(services, down_topic) if ingest else DeferredCommands())
+        retail_service = setup_retail(PlatformCommands(services, down_topic) if ingest else DeferredCommands(),
+                                      transaction_retention_days=settings.retail.transaction_retention_days)
         if ingest:
             await retail_service.start(retail_feed)
         stack.push_async_callback(retail_service.aclose)

@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from firmware.settings import FirmwareSettings
+from retail.settings import RetailSettings
 from rules.service import RulesSettings
 from upstream.settings import UpstreamSettings
 from vision.config import VisionSettings
@@ -150,6 +151,7 @@ class Settings(BaseSettings):
     firmware: FirmwareSettings = FirmwareSettings()  # docs/ota.md
     tls: TlsSettings = TlsSettings()
     rules: RulesSettings = RulesSettings()  # docs/rules.md
+    retail: RetailSettings = RetailSettings()  # docs/retail.md
     upstream: UpstreamSettings = UpstreamSettings()  # docs/upstream.md
     vision: VisionSettings = VisionSettings()  # the `marketfleet vision run` worker (docs/vision.md)
 
