@@ -133,3 +133,40 @@ async def test_overview_counts_a_device_as_updating_while_its_ota_job_runs(site,
 
 async def _reached(campaign_id: int, state: str) -> bool:
     return await job_states(campaign_id) == [state]
+
+
+async def test_wave_progress_bar_follows_the_devices_that_succeeded(site, new_page, rollout) -> None:
+    model_id, gates, headers = await vendor_fleet(rollout, "waveco", "flow_counter", "FC1", 6)
+    # canary = 4 of the 6 devices, the rest after it; the canary's bar is what the test reads
+    campaign = await start_campaign(rollout, headers, "FC1", model_id,
+                                    [{"name": "canary", "count": 4}, {"name": "rest", "percent": 100}])
+    page = await new_page()
+    await sign_in(page, site, "mia", next_path="/ota")
+    card = page.locator(f"article[data-campaign='{campaign}']")
+    await card.wait_for()
+    canary = card.locator("tr[data-wave='0']")
+
+    async def canary_shows(pct: int) -> bool:
+        value = await canary.locator("[role=progressbar]").get_attribute("aria-valuenow")
+        shown = (await canary.locator("td:nth-child(3) small").inner_text()).strip()
+        return value == str(pct) and shown.startswith(f"{pct}%")
+
+    # The four canaries download and install, then wait to reboot: none has succeeded, the bar reads 0.
+    await eventually(lambda: _count(campaign, "rebooting", 4), within=60)
+    await eventually(lambda: canary_shows(0), within=30)
+    waiting = [device for device, jobs in (await _jobs_by_device(campaign)).items() if jobs == "rebooting"]
+    assert len(waiting) == 4
+    # Let them succeed one at a time; the page's own refresh (every 5 s) moves the bar to succeeded / 4.
+    for succeeded, device_id in enumerate(waiting, start=1):
+        gates[device_id].set()
+        await eventually(lambda n=succeeded: _count(campaign, "succeeded", n), within=30)
+        await eventually(lambda n=succeeded: canary_shows(n * 100 // 4), within=30)
+    assert not rollout.agents.errors, rollout.agents.errors
+
+
+async def _jobs_by_device(campaign_id: int) -> dict[str, str]:
+    return {str(job.device_id): str(job.state) for job in await DeviceJob.filter(campaign_id=campaign_id)}
+
+
+async def _count(campaign_id: int, state: str, n: int) -> bool:
+    return (await job_states(campaign_id)).count(state) == n
