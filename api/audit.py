@@ -1,8 +1,10 @@
 """Audit middleware: every state-changing call is written to the append-only audit log.
 
 Who (the principal the auth dependency resolved), what (method and path, and the request body with secrets
-redacted as `after`), when, from where, and the outcome (status). Sign-ins are written by the login route
-itself; device uplinks (`/api/v1/ingest/…`) are telemetry, not operations, and are not audited here.
+redacted as `after`), when, from where, and the outcome (status). Routes that change an existing object call
+`audit_before(request, obj)` with the object as it was, which the entry keeps as `before` (secrets redacted).
+Sign-ins are written by the login route itself; device uplinks (`/api/v1/ingest/…`) are telemetry, not
+operations, and are not audited here.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ import json
 import logging
 from typing import Any
 
+from fastapi.encoders import jsonable_encoder
+from pydantic import BaseModel
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from accounts.service import audit
@@ -28,6 +33,12 @@ def redact(value: Any) -> Any:
     if isinstance(value, list):
         return [redact(v) for v in value[:20]] + (["…"] if len(value) > 20 else [])
     return value
+
+
+def audit_before(request: Request, state: Any) -> None:
+    """Keep the object's state before this call's change for the audit entry (a pydantic model or plain data)."""
+    data = state.model_dump(mode="json") if isinstance(state, BaseModel) else jsonable_encoder(state)
+    request.state.audit_before = redact(data)
 
 
 class AuditMiddleware:
@@ -63,7 +74,8 @@ class AuditMiddleware:
             await self._record(scope, bytes(body), status)
 
     async def _record(self, scope: Scope, body: bytes, status: int) -> None:
-        principal = scope.get("state", {}).get("principal")
+        state = scope.get("state", {})
+        principal = state.get("principal")
         try:
             after: Any = redact(json.loads(body)) if body else None
         except (ValueError, UnicodeDecodeError):
@@ -71,6 +83,6 @@ class AuditMiddleware:
         client = scope.get("client") or ("", 0)
         try:
             await audit(principal, f"{scope['method']} {scope['path']}", target=scope["path"], status=status,
-                        ip=str(client[0]), after=after)
+                        ip=str(client[0]), before=state.get("audit_before"), after=after)
         except Exception:  # the audit log must never turn a done change into an error answer
             log.exception("could not write audit entry for %s %s", scope["method"], scope["path"])

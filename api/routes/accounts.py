@@ -12,9 +12,10 @@ from fastapi import APIRouter, Query, Request, status
 from fastapi.responses import Response
 from pydantic import BaseModel, Field
 
-from accounts.models import AuditEntry
+from accounts.models import AuditEntry, User
 from accounts.permissions import GRANTS
 from accounts.service import UserCreate, UserPublic
+from api.audit import audit_before
 from api.auth import AccountsDep, AuditRead, ContextDep, PlatformAdmin, resolve_principal
 from fleet.errors import Unauthorised
 
@@ -76,7 +77,9 @@ async def list_users(accounts: AccountsDep, _: PlatformAdmin) -> list[UserPublic
 
 
 @router.post("/api/v1/users/{username}/disable", response_model=UserPublic)
-async def disable_user(username: str, accounts: AccountsDep, _: PlatformAdmin) -> UserPublic:
+async def disable_user(username: str, request: Request, accounts: AccountsDep, _: PlatformAdmin) -> UserPublic:
+    if (user := await User.get_or_none(username=username)) is not None:
+        audit_before(request, UserPublic.model_validate(user))
     return UserPublic.model_validate(await accounts.set_active(username, False))
 
 

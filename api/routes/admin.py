@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Request, status
 
+from api.audit import audit_before
 from api.auth import FleetRead, FleetWrite, PlatformAdmin, RegistryDep
 from fleet.kinds import DeviceKind
 from fleet.models import DeviceStatus
@@ -84,7 +85,9 @@ async def get_device(device_id: str, registry: RegistryDep, who: FleetRead) -> D
 
 
 @router.patch("/devices/{device_id}", response_model=DevicePublic)
-async def update_device(device_id: str, data: DeviceUpdate, registry: RegistryDep, who: FleetWrite) -> DevicePublic:
+async def update_device(device_id: str, data: DeviceUpdate, request: Request, registry: RegistryDep,
+                        who: FleetWrite) -> DevicePublic:
+    audit_before(request, DevicePublic.model_validate(await registry.get_device(device_id, markets=who.markets)))
     return DevicePublic.model_validate(await registry.update_device(device_id, data, markets=who.markets))
 
 

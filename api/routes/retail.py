@@ -15,6 +15,7 @@ from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.responses import Response
 
 from accounts.permissions import Permission, Principal
+from api.audit import audit_before
 from api.auth import SESSION_COOKIE, ContextDep, FleetRead, require
 from fleet.errors import InvalidRequest, NotFound
 from retail.ledger import LedgerQuery
@@ -108,6 +109,7 @@ async def update_product(product_id: int, data: ProductUpdate, request: Request,
                          retail: RetailDep) -> Product:
     """Change a product. A new price or promotion is recorded in its history and shown on its labels and scales."""
     product = await retail.prices.get(product_id, who.markets)
+    audit_before(request, ProductPublic.model_validate(product))
     return await retail.prices.update(product, data.changes(), who.actor, _source(request))
 
 

@@ -15,6 +15,7 @@ from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from accounts.permissions import Permission, Principal
+from api.audit import audit_before
 from api.auth import ContextDep, require
 from api.downloads import attachment
 from api.sse import alert_event_stream
@@ -105,7 +106,9 @@ async def get_rule(rule_id: str, service: RulesDep, _: AlertsRead) -> RulePublic
 
 
 @router.put("/api/v1/rules/{rule_id}", response_model=RulePublic)
-async def update_rule(rule_id: str, data: RuleBody, service: RulesDep, _: RulesWrite) -> RulePublic:
+async def update_rule(rule_id: str, data: RuleBody, request: Request, service: RulesDep,
+                      _: RulesWrite) -> RulePublic:
+    audit_before(request, await service.get_rule(rule_id))
     return await service.update_rule(rule_id, data)
 
 
@@ -249,8 +252,9 @@ async def get_recipient(recipient_id: int, service: RulesDep, _: RulesWrite) -> 
 
 
 @router.put("/api/v1/recipients/{recipient_id}", response_model=RecipientPublic)
-async def update_recipient(recipient_id: int, data: RecipientCreate, service: RulesDep,
+async def update_recipient(recipient_id: int, data: RecipientCreate, request: Request, service: RulesDep,
                            _: RulesWrite) -> RecipientPublic:
+    audit_before(request, await service.get_recipient(recipient_id))
     return await service.update_recipient(recipient_id, data)
 
 
