@@ -123,6 +123,8 @@ async def test_overview_counts_a_device_as_updating_while_its_ota_job_runs(site,
     # The device downloads, verifies, installs and waits to reboot: its job is under way → 1 updating display.
     await eventually(lambda: _reached(campaign, "rebooting"), within=60)
     await eventually(lambda: overview_shows("1"), within=30)
+    steps = [report["state"] for report in rollout.agents.agents[device_id].reports]
+    assert steps == ["downloading", "verifying", "installing", "rebooting"], steps
     assert (await page.locator("td[data-updating='scale']").inner_text()).strip() == "0"
     gate.set()
     await eventually(lambda: _reached(campaign, "succeeded"), within=60)
