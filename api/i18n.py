@@ -522,7 +522,8 @@ _TEXT: dict[str, tuple[str, str]] = {
     "ledger.flag_help.duplicate_order_no": ("同一电子秤的单号重复", "The scale used this order number before"),
     "ledger.flag_help.clock_off": ("电子秤时钟与平台相差过大", "The scale's clock is far from the platform's"),
     "ledger.flag_help.weight_at_edge": ("重量接近秤的量程边缘", "The weight is at the edge of the scale's range"),
-    "ledger.flag_help.price_outlier": ("单价与挂牌价或近期成交价相差过大", "The unit price is far from the list price or recent sales"),
+    "ledger.flag_help.price_outlier": ("单价与挂牌价或近期成交价相差过大",
+                                       "The unit price is far from the list price or recent sales"),
     "ledger.metrology_intro": ("截至 {today}：检定已过期及即将到期的电子秤，按经营户分组（无证书视为过期）。",
                                "As of {today}: scales whose verification is overdue or due soon, per owner "
                                "(no certificate counts as overdue)."),

@@ -14,8 +14,8 @@ from rules.schemas import AlertFilter
 from telemetry import Reading
 from tests.e2e.conftest import eventually, screenshot, sign_in
 from tests.e2e.test_alerts_inbox import RULE, locker_reports
-from tests.e2e.test_prices_and_labels import stock_the_shop
 from tests.e2e.test_cameras import screenshot_camera  # noqa: F401  (a camera at work, for its pages)
+from tests.e2e.test_prices_and_labels import stock_the_shop
 
 pytestmark = pytest.mark.browser
 
