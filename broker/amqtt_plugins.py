@@ -192,7 +192,10 @@ class BrokerHub:
             self.presence.seen(info.device_id)
         elif parsed.channel == "status":
             return
-        future = await self.pipeline.enqueue(Uplink("mqtt", info.device_id, parsed.channel, data, topic=topic))
+        uplink = Uplink("mqtt", info.device_id, parsed.channel, data, topic=topic)
+        if not self.pipeline.admit(uplink):
+            return  # over the device's rate: dead-lettered, not acknowledged
+        future = await self.pipeline.enqueue(uplink)
         if self.acks is not None:
             self.acks.track(future, parsed.reply("ack"))
 

@@ -181,6 +181,8 @@ class ExternalIngest:
             self.presence.seen(parsed.device_id)
         uplink = Uplink("mqtt", parsed.device_id, parsed.channel, data, topic=topic)
         pipeline = self.pipeline
+        if not pipeline.admit(uplink):
+            return  # over the device's rate: dead-lettered, not acknowledged
         # Synchronous while the pipeline has room: no suspension per message (a burst becomes one batch).
         future = pipeline.enqueue_nowait(uplink) if pipeline.has_room else await pipeline.enqueue(uplink)
         self.acks.track(future, parsed.reply("ack"))

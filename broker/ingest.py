@@ -34,6 +34,7 @@ from broker.bus import EnvelopeBus
 from broker.codec import MessageError, UplinkError, decode_uplink
 from broker.directory import DeviceInfo, DeviceLookup
 from broker.models import DeadLetter, IngestCursor
+from broker.ratelimit import RateLimiter
 from broker.readings import readings_for
 from broker.topics import INGEST_CHANNELS
 from broker.uplink import Ack, Rejection, RejectReason, Uplink
@@ -172,6 +173,8 @@ class IngestPipeline:
         store_retry_s: float = 10.0,
         cursor_flush_s: float = 1.0,
         write_db: bool = True,
+        mqtt_rate_per_s: float | None = None,
+        mqtt_burst: int = 200,
     ) -> None:
         self.store = store
         self.devices = device_lookup
@@ -184,6 +187,9 @@ class IngestPipeline:
         self.cursor_flush_s = cursor_flush_s
         self.write_db = write_db
         self._validators: dict[tuple[str, str], Callable[[Any], Any]] = {}
+        # MQTT's per-device limit (HTTP and CoAP limit at their transports, answering 429 / 4.29)
+        self.mqtt_limiter = RateLimiter(mqtt_rate_per_s, mqtt_burst) if mqtt_rate_per_s else None
+        self._limited_noted: dict[str, tuple[float, int]] = {}  # device -> (last dead letter, refused since)
         self._highs: dict[str, int] = {}  # device -> highest seq known stored (cursor rows + this worker)
         self._dirty_cursors: dict[tuple[str, str], int] = {}
         self._pending_dead: list[DeadLetter] = []  # from transports (e.g. forbidden topics), written with a batch
@@ -263,6 +269,29 @@ class IngestPipeline:
         self.stats.rejected[reason] += 1
         self._pending_dead.append(_dead_letter(uplink, reason, detail, uplink.body))
         return Rejection(None, reason, detail)
+
+    def admit(self, uplink: Uplink) -> bool:
+        """MQTT transports ask before queueing: False when the device has used up its token bucket. The uplink
+        is then dropped unacknowledged (the device keeps it in its outbox and sends it again later), counted
+        and dead-lettered as `rate_limited` - at most one dead letter per device and second, so that a flood
+        cannot flood the registry database either. Other devices are not affected."""
+        limiter = self.mqtt_limiter
+        if limiter is None or limiter.take(uplink.device_id) == 0.0:
+            return True
+        self.stats.rejected["rate_limited"] += 1
+        now = time.monotonic()
+        last, refused = self._limited_noted.get(uplink.device_id, (float("-inf"), 0))
+        if now - last < 1.0:
+            self._limited_noted[uplink.device_id] = (last, refused + 1)
+            return False
+        if len(self._limited_noted) > 100_000:
+            self._limited_noted.clear()
+        self._limited_noted[uplink.device_id] = (now, 0)
+        more = f"; {refused} more refused since the last such dead letter" if refused else ""
+        self._pending_dead.append(_dead_letter(
+            uplink, "rate_limited", f"rate limited: more than {limiter.rate:g} uplinks/s (burst "
+            f"{limiter.burst:g}) from this device; not acknowledged, send it again later{more}", uplink.body))
+        return False
 
     # ---------------------------------------------------------------- one batch
 

@@ -15,7 +15,7 @@ class DeadLetterPublic(BaseModel):
     device_id: str | None = Field(description="the authenticated sender; null when it could not be identified")
     topic: str = Field(description="MQTT topic, CoAP path or HTTP path it arrived on")
     reason: str = Field(description="malformed, schema, unknown_device, oversized, future_timestamp, "
-                                    "forbidden_topic, bad_signature")
+                                    "forbidden_topic, bad_signature, rate_limited")
     detail: str
     payload_text: str | None = Field(description="the first bytes as text (invalid UTF-8 replaced); null if none")
     payload_bytes: int = Field(description="how many bytes were kept (at most 1,024)")

@@ -49,6 +49,10 @@ class BrokerParams:
     shared_group: str = "mf-ingest"
     max_payload_bytes: int = 64 * 1024
     keepalive_s: int = 60
+    # per-device MQTT uplinks per second and burst; beyond: dead-lettered `rate_limited`, not acknowledged.
+    # 0 here (library use, benchmarks): no limit; the platform passes the setting (100/s, burst 2,000).
+    device_rate_per_s: float = 0.0
+    device_burst: int = 2000
     # external mode only
     workers: int = 1
     admin_username: str = ""  # Mosquitto dynsec admin; empty: broker accounts are managed elsewhere (EMQX)
@@ -81,7 +85,8 @@ class BrokerService:
         self.store = store
         self.bus = EnvelopeBus()
         self.directory = DeviceDirectory()
-        self.pipeline = IngestPipeline(store, self.directory, params.max_payload_bytes, bus=self.bus)
+        self.pipeline = IngestPipeline(store, self.directory, params.max_payload_bytes, bus=self.bus,
+                                       mqtt_rate_per_s=params.device_rate_per_s, mqtt_burst=params.device_burst)
         self.presence = PresenceTracker(
             self.bus, self.directory, flush_interval_s=params.presence_flush_s,
             sweep_interval_s=params.presence_sweep_s, default_keepalive_s=params.keepalive_s,

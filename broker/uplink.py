@@ -18,6 +18,7 @@ RejectReason = Literal[
     "future_timestamp",
     "forbidden_topic",
     "bad_signature",
+    "rate_limited",
 ]
 
 

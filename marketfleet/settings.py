@@ -59,6 +59,10 @@ class BrokerSettings(BaseModel):
     shared_group: str = "mf-ingest"
     max_payload_bytes: int = 64 * 1024
     keepalive_s: int = 60
+    # MQTT uplinks per second per device and the burst saved up (0: no limit); beyond: dead-lettered, not
+    # acknowledged. Generous: a device replays its outbox one message per uplink after an outage.
+    device_rate_per_s: float = Field(default=100.0, ge=0)
+    device_burst: int = Field(default=2000, ge=1)
     # external mode: ingest clients sharing the load, and Mosquitto's dynamic-security admin account (empty:
     # broker accounts are managed outside the platform, e.g. EMQX HTTP auth — docs/scale-out.md)
     workers: int = Field(default=1, ge=1, le=64)

@@ -32,7 +32,7 @@ router = APIRouter(prefix="/api/v1/broker", tags=["ingest"])
 Reason = Annotated[
     str | None,
     Query(pattern="^[a-z_]{1,64}$", description="malformed, schema, unknown_device, oversized, future_timestamp, "
-                                               "forbidden_topic, bad_signature"),
+                                               "forbidden_topic, bad_signature, rate_limited"),
 ]
 
 
