@@ -1,6 +1,6 @@
-"""Per-device MQTT uplink limit (issue 11: rate limits per device): a device flooding the embedded broker has its
-excess uplinks dead-lettered as `rate_limited` and not acknowledged (it keeps them and sends them again later);
-another device publishing at the same time has every reading stored and acknowledged."""
+"""Per-device MQTT uplink limit (issue 11: rate limits per device): a device flooding the broker (embedded, or
+Mosquitto with an ingest worker) has its excess uplinks dead-lettered as `rate_limited` and not acknowledged (it
+keeps them and sends them again later); another device publishing at the same time has every reading stored."""
 
 from __future__ import annotations
 
@@ -29,10 +29,19 @@ FLOOD = 80
 BURST = 5
 
 
-@pytest.fixture
-async def service(registry: Registry, store: SqliteStore) -> AsyncIterator[BrokerService]:
-    params = BrokerParams(mode="embedded", port=find_free_port(), username="mf-platform", password="platform-secret",
-                          device_rate_per_s=0.5, device_burst=BURST)
+@pytest.fixture(params=["embedded", "external"])
+async def service(request: pytest.FixtureRequest, registry: Registry, store: SqliteStore
+                  ) -> AsyncIterator[BrokerService]:
+    """The limit lives in the ingest pipeline both MQTT modes feed: amqtt in-process, or Mosquitto + a worker."""
+    limit = {"device_rate_per_s": 0.5, "device_burst": BURST}
+    if request.param == "embedded":
+        params = BrokerParams(mode="embedded", port=find_free_port(), username="mf-platform",
+                              password="platform-secret", **limit)
+    else:
+        server = request.getfixturevalue("mosquitto_server")
+        params = BrokerParams(mode="external", host=server.host, port=server.port, username="mf-platform-rl",
+                              password="platform-rl-secret", admin_username=server.admin_username,
+                              admin_password=server.admin_password, **limit)
     svc = setup(params, registry, store)
     await svc.start()
     try:
@@ -53,11 +62,13 @@ async def test_a_flooding_device_is_limited_and_dead_lettered_and_another_device
     service: BrokerService, registry: Registry, store: SqliteStore, tmp_path: Path
 ) -> None:
     (flooder, flooder_secret), (quiet, quiet_secret) = (await register(registry, 2)).items()
+    if service.provisioner is not None:  # external: the devices' Mosquitto accounts are pushed first
+        await service.provisioner.flush()
     client = WireClient()
-    assert await client.connect("127.0.0.1", service.params.port, flooder, flooder, flooder_secret,
+    assert await client.connect(service.params.host, service.params.port, flooder, flooder, flooder_secret,
                                 clean_session=True, within=5) == 0
     assert await client.subscribe([(topics.device_down_filter("M1", flooder), 1)]) == [1]
-    device = TestDevice("127.0.0.1", service.params.port, quiet, quiet_secret, "M1", tmp_path / "outbox.sqlite3")
+    device = TestDevice(service.params.host, service.params.port, quiet, quiet_secret, "M1", tmp_path / "outbox.db")
     runner = asyncio.create_task(device.run())
     acked: set[int] = set()
 
