@@ -7,11 +7,13 @@ the vendor that owns the model.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
+from api.audit import audit_before
 from api.auth import ContextDep, FleetRead, PlatformAdmin, VendorDep
 from api.downloads import attachment
 from compliance.export import scorecard_csv
@@ -25,6 +27,7 @@ from compliance.schemas import (
     SpecKeys,
 )
 from compliance.service import MAX_WINDOW_DAYS, ComplianceService, setup
+from fleet.errors import NotFound
 
 router = APIRouter(prefix="/api/v1/compliance", tags=["compliance"])
 
@@ -74,8 +77,11 @@ async def model_report(
 
 
 @router.put("/markets/{code}/layout", response_model=LayoutPublic)
-async def put_layout(code: str, data: LayoutIn, who: PlatformAdmin, service: ComplianceDep) -> LayoutPublic:
+async def put_layout(code: str, data: LayoutIn, request: Request, who: PlatformAdmin,
+                     service: ComplianceDep) -> LayoutPublic:
     """Replace the market's floor area, entrances, zones and stall count."""
+    with contextlib.suppress(NotFound):  # the first layout has no "before"
+        audit_before(request, await service.get_layout(code, who.markets))
     return await service.put_layout(code, data, who.markets)
 
 

@@ -11,11 +11,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import FileResponse
 from pydantic import BaseModel, Field
 
 from accounts.permissions import Permission, Principal
+from api.audit import audit_before
 from api.auth import FleetRead, FleetWrite, RegistryDep, require
 from fleet.errors import NotFound
 from vision.config import CameraAnalytics
@@ -127,9 +128,10 @@ async def get_camera(device_id: str, principal: FleetRead) -> CameraPublic:
 
 
 @router.put("/cameras/{device_id}/analytics", response_model=CameraPublic)
-async def set_analytics(device_id: str, data: CameraAnalytics, principal: FleetWrite) -> CameraPublic:
+async def set_analytics(device_id: str, data: CameraAnalytics, request: Request,
+                        principal: FleetWrite) -> CameraPublic:
     """Replace the camera's lines, zones and rules; the worker picks the change up within `vision.reload_s`."""
-    await _camera(device_id, principal)
+    audit_before(request, CameraPublic.of(await _camera(device_id, principal)))
     return CameraPublic.of(await store.set_analytics(device_id, data))
 
 

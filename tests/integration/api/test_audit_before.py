@@ -90,3 +90,20 @@ async def test_a_rule_change_keeps_the_rule_as_it_was(api: httpx.AsyncClient) ->
     assert entry["before"]["version"] == 1
     assert entry["before"]["definition"]["name"] == "Hall too hot"
     assert entry["before"]["definition"].get("severity") != "critical"  # the default then, left out
+
+
+async def test_a_layout_replacement_keeps_the_old_layout_and_the_first_one_has_no_before(
+    api: httpx.AsyncClient,
+) -> None:
+    await ensure_market(api, "M-AUDL")
+    url = "/api/v1/compliance/markets/M-AUDL/layout"
+    first = {"floor_area_m2": 600, "entrances": ["North gate"], "zones": [{"kind": "aquatic", "area_m2": 80}]}
+    assert (await api.put(url, json=first, headers=ADMIN)).status_code == 200
+    assert (await last_entry(api, f"PUT {url}"))["before"] is None  # nothing was there yet
+    second = {"floor_area_m2": 650, "entrances": ["East gate"], "zones": []}
+    assert (await api.put(url, json=second, headers=ADMIN)).status_code == 200
+
+    entry = await last_entry(api, f"PUT {url}")
+    assert entry["after"] == second
+    assert (entry["before"]["floor_area_m2"], entry["before"]["entrances"]) == (600, ["North gate"])
+    assert [z["kind"] for z in entry["before"]["zones"]] == ["aquatic"]
