@@ -69,3 +69,11 @@ async def ensure_market(api: httpx.AsyncClient, code: str, name: str = "Test mar
 
 def device_rows(count: int, kind: str = "env_sensor", prefix: str = "SN", **extra: Any) -> list[dict[str, Any]]:
     return [{"serial": f"{prefix}{n:06d}", "kind": kind, **extra} for n in range(count)]
+
+
+async def sent_readings(store: Any, device_id: str) -> int:
+    """Readings that came from the device itself: the store also holds the platform's record of its presence
+    changes (measurement `presence`, broker/presence_log.py), which no device sent."""
+    from broker.presence_log import MEASUREMENT
+
+    return await store.count(device_id) - await store.count(device_id, MEASUREMENT)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -124,7 +125,8 @@ async def test_the_service_scheduler_runs_the_metrology_check_and_records_it(pla
 
 
 async def test_the_daily_data_quality_report_lists_silent_devices_and_dead_letters(platform, tmp_path: Path):
-    day = datetime.now(UTC).date() - timedelta(days=1)
+    now = datetime.now(UTC)
+    day = now.astimezone(ZoneInfo("Asia/Shanghai")).date() - timedelta(days=1)  # yesterday in the market's zone
     market = await Market.create(code="DQ1", name="Data-quality market")
     vendor = await Vendor.create(code="dqv", name="Sensors Ltd", api_key_prefix="dqvprefix", api_key_hash="-")
     noon = datetime.combine(day, datetime.min.time(), UTC) + timedelta(hours=4)  # noon in Shanghai
@@ -137,7 +139,7 @@ async def test_the_daily_data_quality_report_lists_silent_devices_and_dead_lette
     service = await start_service(tmp_path)
     try:
         service.engine.sequence_gaps["dqv-1"] = 4
-        written = await service.run_check("data-quality-report", datetime.now(UTC))
+        written = await service.run_check("data-quality-report", now)
         assert "market reports written" in written
         csv_text = (tmp_path / "reports" / "data-quality" / "DQ1" / f"{day}.csv").read_text()
         html_text = (tmp_path / "reports" / "data-quality" / "DQ1" / f"{day}.html").read_text()

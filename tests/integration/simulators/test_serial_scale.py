@@ -15,7 +15,7 @@ import pytest
 from rich.console import Console
 
 from simulators import DropLink, MarketSimulation, register_market_devices
-from tests.factories import serve_api, start_test_platform
+from tests.factories import sent_readings, serve_api, start_test_platform
 from tests.integration.simulators.test_market_on_platform import MARKET, TOKEN, endpoints
 
 pytestmark = pytest.mark.timeout(240)
@@ -60,7 +60,7 @@ async def test_a_scale_on_rs232_reaches_the_store_through_the_serial_gateway_and
                 sim.close()
             assert scale.transport.name == "serial" and scale.pending == 0
             assert platform.store is not None
-            assert await platform.store.count(scale_id) == scale.outbox.next_seq  # each message once
+            assert await sent_readings(platform.store, scale_id) == scale.outbox.next_seq  # each message once
     finally:
         for fd in (master, slave):
             with contextlib.suppress(OSError):
