@@ -17,10 +17,11 @@ from pydantic import ValidationError
 
 from accounts.permissions import Permission
 from api.auth import ContextDep, RegistryDep, resolve_principal
+from api.dashboard.actions import Rows, page_action
 from api.dashboard.queries import SEVERITIES, visible_markets
 from api.dashboard.viewer import Viewer, ViewerDep, forbidden_page, may_read_alerts, render
 from api.sse import alert_event_stream
-from fleet.errors import Conflict, InvalidRequest, NotFound
+from fleet.errors import InvalidRequest, NotFound
 
 router = APIRouter()
 View = Literal["active", "archive", "tasks"]
@@ -97,6 +98,14 @@ async def _render_rows(request: Request, viewer: Viewer, service: Any, view: str
     }, status_code=status_code)
 
 
+def _rows(request: Request, viewer: Viewer, ctx: ContextDep, view: str, severity: str, market: str) -> Rows:
+    async def rows(message: str | None, *, error: bool = False, status_code: int = 200) -> Response:
+        return await _render_rows(request, viewer, _service(ctx), view, severity, market, message, error=error,
+                                  status_code=status_code)
+
+    return rows
+
+
 @router.post("/alerts/{alert_id}/{action}")
 async def alert_action(
     request: Request, viewer: ViewerDep, ctx: ContextDep, alert_id: int,
@@ -108,14 +117,10 @@ async def alert_action(
     market: Annotated[str, Form(max_length=32)] = "",
 ) -> Response:
     """One handling step; answers the refreshed rows with a line saying what happened (or why not)."""
-    if not viewer.principal.can(Permission.ALERTS_WRITE):
-        return forbidden_page(request, viewer)
-    service = _service(ctx)
-    if service is None:
-        return render(request, viewer, "not_running.html", {"feature": "rules"}, status_code=503)
     actor, scope, t = viewer.principal.actor, viewer.principal.markets, viewer.t
     comment = comment.strip()
-    try:
+
+    async def work(service: Any) -> str:
         if action == "ack":
             await service.alerts.acknowledge(alert_id, actor, comment, markets=scope)
         elif action == "resolve":
@@ -128,12 +133,11 @@ async def alert_action(
             if not comment:
                 raise InvalidRequest(t("alerts.need_comment"))
             await service.alerts.comment(alert_id, actor, comment, markets=scope)
-    except (NotFound, Conflict, InvalidRequest) as err:
-        code = 404 if isinstance(err, NotFound) else 409 if isinstance(err, Conflict) else 422
-        return await _render_rows(request, viewer, service, view, severity, market,
-                                  t("alerts.failed", reason=str(err)), error=True, status_code=code)
-    return await _render_rows(request, viewer, service, view, severity, market,
-                              t(f"alerts.done.{action}", id=alert_id))
+        return t(f"alerts.done.{action}", id=alert_id)
+
+    return await page_action(request, viewer, permission=Permission.ALERTS_WRITE, service=_service(ctx),
+                             feature="rules", work=work, rows=_rows(request, viewer, ctx, view, severity, market),
+                             failed="alerts.failed")
 
 
 @router.post("/removal-tasks/{task_id}/close")
@@ -143,21 +147,21 @@ async def close_task(
     comment: Annotated[str, Form(max_length=4000)] = "",
     market: Annotated[str, Form(max_length=32)] = "",
 ) -> Response:
-    if not viewer.principal.can(Permission.ALERTS_WRITE):
-        return forbidden_page(request, viewer)
-    service = _service(ctx)
-    if service is None:
-        return render(request, viewer, "not_running.html", {"feature": "rules"}, status_code=503)
     t = viewer.t
-    try:
+
+    async def work(service: Any) -> str:
         if not action_taken.strip():
             raise InvalidRequest(t("tasks.need_action"))
-        await service.alerts.close_removal_task(task_id, viewer.principal.actor, action_taken.strip(),
-                                                comment.strip(), markets=viewer.principal.markets)
-    except (NotFound, Conflict, InvalidRequest, ValidationError) as err:
-        return await _render_rows(request, viewer, service, "tasks", "", market,
-                                  t("alerts.failed", reason=str(err)), error=True, status_code=422)
-    return await _render_rows(request, viewer, service, "tasks", "", market, t("tasks.closed", id=task_id))
+        try:
+            await service.alerts.close_removal_task(task_id, viewer.principal.actor, action_taken.strip(),
+                                                    comment.strip(), markets=viewer.principal.markets)
+        except ValidationError as err:
+            raise InvalidRequest(str(err)) from None
+        return t("tasks.closed", id=task_id)
+
+    return await page_action(request, viewer, permission=Permission.ALERTS_WRITE, service=_service(ctx),
+                             feature="rules", work=work, rows=_rows(request, viewer, ctx, "tasks", "", market),
+                             failed="alerts.failed")
 
 
 @router.get("/alerts/{alert_id}")

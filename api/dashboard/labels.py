@@ -19,9 +19,10 @@ from tortoise.expressions import Subquery
 
 from accounts.permissions import Permission
 from api.auth import ContextDep, RegistryDep
+from api.dashboard.actions import page_action
 from api.dashboard.prices import choose_market, retail_service
 from api.dashboard.viewer import Viewer, ViewerDep, forbidden_page, may_read_prices, render
-from fleet.errors import Conflict, InvalidRequest, NotFound
+from fleet.errors import InvalidRequest, NotFound
 from fleet.models import Device, Market, Stall
 from retail.labels import content_for
 from retail.models import Product, ShelfLabel
@@ -153,14 +154,9 @@ async def label_action(
     page: Annotated[int, Form(ge=1, le=100_000)] = 1,
 ) -> Response:
     """One change to a label; answers the refreshed rows with a line saying what happened (or why not)."""
-    if not viewer.principal.can(Permission.PRICES_WRITE):
-        return forbidden_page(request, viewer)
-    service = retail_service(ctx)
-    if service is None:
-        return render(request, viewer, "not_running.html", {"feature": "retail"}, status_code=503)
-    _markets, chosen = await choose_market(viewer, registry, market)
     t, scope = viewer.t, viewer.principal.markets
-    try:
+
+    async def work(service: RetailService) -> str:
         if action == "bind":
             if not product_id.strip().isdigit():
                 raise InvalidRequest(t("labels.need_product"))
@@ -169,31 +165,31 @@ async def label_action(
             if device is None or not viewer.principal.sees_market(device.market_id):  # type: ignore[attr-defined]
                 raise NotFound(f"no device {label_id!r}")
             await service.labels.bind(label_id, product, actor=viewer.principal.actor)
-            message = t("labels.done.bind", label=label_id, name=product.name)
-        elif action == "unbind":
-            await _visible_label(service, viewer, label_id)
+            return t("labels.done.bind", label=label_id, name=product.name)
+        await _visible_label(service, viewer, label_id)
+        if action == "unbind":
             await service.labels.unbind(label_id)
-            message = t("labels.done.unbind", label=label_id)
-        elif action == "flash":
-            await _visible_label(service, viewer, label_id)
+            return t("labels.done.unbind", label=label_id)
+        if action == "flash":
             try:
                 flash = FlashIn(colour=colour, seconds=30)  # type: ignore[arg-type]
             except ValidationError:
                 raise InvalidRequest(t("labels.bad_colour", colour=colour[:10])) from None
             await service.labels.flash(label_id, flash.colour, flash.seconds)
-            message = t("labels.done.flash", label=label_id, colour=t("labels.colour." + flash.colour))
-        else:
-            await _visible_label(service, viewer, label_id)
-            number = int(show_page) if show_page.isdigit() and int(show_page) < len(PAGES) else -1
-            if number < 0:
-                raise InvalidRequest(t("labels.bad_page", page=show_page[:4]))
-            await service.labels.switch_page(label_id, number)
-            message = t("labels.done.page", label=label_id, page=t("labels.page." + list(PAGES)[number]))
-    except (NotFound, Conflict, InvalidRequest) as err:
-        code = 404 if isinstance(err, NotFound) else 409 if isinstance(err, Conflict) else 422
-        return await _render_rows(request, viewer, chosen, q, bound, page, t("labels.failed", reason=str(err)),
-                                  error=True, status_code=code)
-    return await _render_rows(request, viewer, chosen, q, bound, page, message)
+            return t("labels.done.flash", label=label_id, colour=t("labels.colour." + flash.colour))
+        number = int(show_page) if show_page.isdigit() and int(show_page) < len(PAGES) else -1
+        if number < 0:
+            raise InvalidRequest(t("labels.bad_page", page=show_page[:4]))
+        await service.labels.switch_page(label_id, number)
+        return t("labels.done.page", label=label_id, page=t("labels.page." + list(PAGES)[number]))
+
+    async def rows(message: str | None, *, error: bool = False, status_code: int = 200) -> Response:
+        _markets, chosen = await choose_market(viewer, registry, market)
+        return await _render_rows(request, viewer, chosen, q, bound, page, message, error=error,
+                                  status_code=status_code)
+
+    return await page_action(request, viewer, permission=Permission.PRICES_WRITE, service=retail_service(ctx),
+                             feature="retail", work=work, rows=rows, failed="labels.failed")
 
 
 @router.get("/labels/{label_id}/image.png")

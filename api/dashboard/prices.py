@@ -22,10 +22,11 @@ from tortoise.functions import Max
 
 from accounts.permissions import Permission
 from api.auth import ContextDep, RegistryDep
+from api.dashboard.actions import Rows, page_action
 from api.dashboard.queries import visible_markets
 from api.dashboard.viewer import Viewer, ViewerDep, forbidden_page, may_read_prices, render
 from api.i18n import Translator, zone
-from fleet.errors import Conflict, InvalidRequest, NotFound
+from fleet.errors import InvalidRequest, NotFound
 from fleet.models import Market, Stall
 from retail.models import PriceChange, PriceSource, Product, ScheduledPrice, ScheduleState
 from retail.schemas import Price
@@ -151,25 +152,26 @@ async def _render_rows(request: Request, viewer: Viewer, market: Market | None, 
 Change = Callable[[RetailService, Product, Market], Awaitable[str]]
 
 
+def _rows(request: Request, viewer: Viewer, registry: RegistryDep, market: str, stall: str, q: str) -> Rows:
+    async def rows(message: str | None, *, error: bool = False, status_code: int = 200) -> Response:
+        _markets, chosen = await choose_market(viewer, registry, market)
+        return await _render_rows(request, viewer, chosen, stall, q, message, error=error, status_code=status_code)
+
+    return rows
+
+
 async def _action(request: Request, viewer: Viewer, ctx: ContextDep, registry: RegistryDep, product_id: int,
-                  market: str, stall: str, q: str, work: Change) -> Response:
+                  market: str, stall: str, q: str, change: Change) -> Response:
     """Run one change on a product the viewer may change; answer the refreshed rows, or why not."""
-    if not viewer.principal.can(Permission.PRICES_WRITE):
-        return forbidden_page(request, viewer)
-    service = retail_service(ctx)
-    if service is None:
-        return render(request, viewer, "not_running.html", {"feature": "retail"}, status_code=503)
-    _markets, chosen = await choose_market(viewer, registry, market)
-    t = viewer.t
-    try:
+
+    async def work(service: RetailService) -> str:
         product = await service.prices.get(product_id, viewer.principal.markets)
         where = await Market.get(code=product.market_id)  # type: ignore[attr-defined]
-        message = await work(service, product, where)
-    except (NotFound, Conflict, InvalidRequest) as err:
-        code = 404 if isinstance(err, NotFound) else 409 if isinstance(err, Conflict) else 422
-        return await _render_rows(request, viewer, chosen, stall, q, t("prices.failed", reason=str(err)),
-                                  error=True, status_code=code)
-    return await _render_rows(request, viewer, chosen, stall, q, message)
+        return await change(service, product, where)
+
+    return await page_action(request, viewer, permission=Permission.PRICES_WRITE, service=retail_service(ctx),
+                             feature="retail", work=work, rows=_rows(request, viewer, registry, market, stall, q),
+                             failed="prices.failed")
 
 
 @router.post("/prices/{product_id}/price")
@@ -227,19 +229,13 @@ async def cancel_schedule(
     stall: Annotated[str, Form(max_length=32)] = "",
     q: Annotated[str, Form(max_length=100)] = "",
 ) -> Response:
-    if not viewer.principal.can(Permission.PRICES_WRITE):
-        return forbidden_page(request, viewer)
-    service = retail_service(ctx)
-    if service is None:
-        return render(request, viewer, "not_running.html", {"feature": "retail"}, status_code=503)
-    _markets, chosen = await choose_market(viewer, registry, market)
-    t = viewer.t
-    try:
+    async def work(service: RetailService) -> str:
         await service.prices.cancel(schedule_id, viewer.principal.markets)
-    except (NotFound, Conflict) as err:
-        return await _render_rows(request, viewer, chosen, stall, q, t("prices.failed", reason=str(err)),
-                                  error=True, status_code=404 if isinstance(err, NotFound) else 409)
-    return await _render_rows(request, viewer, chosen, stall, q, t("prices.done.cancelled", id=schedule_id))
+        return viewer.t("prices.done.cancelled", id=schedule_id)
+
+    return await page_action(request, viewer, permission=Permission.PRICES_WRITE, service=retail_service(ctx),
+                             feature="retail", work=work, rows=_rows(request, viewer, registry, market, stall, q),
+                             failed="prices.failed")
 
 
 @router.get("/prices/{product_id}/history")
