@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from broker.service import BrokerParams, BrokerService, setup
 from fleet.registry import Registry
 from fleet.schemas import DeviceCreate, MarketCreate, VendorCreate
 from marketfleet import db
 from telemetry import SqliteStore, open_store
+from tests.services import MosquittoServer
 
 MASTER_KEY = b"broker-tests-master-key-0123456789abcdef"
 _serials = itertools.count()
@@ -54,3 +58,21 @@ async def store(tmp_path: Path) -> AsyncIterator[SqliteStore]:
 
 def env_payload(i: int = 0) -> dict[str, float]:
     return {"temperature_c": 4.0 + (i % 10) / 10, "humidity_pct": 80.0}
+
+
+def external_params(server: MosquittoServer, account: str, **extra: Any) -> BrokerParams:
+    """External mode against the test Mosquitto; `account` names the platform's own broker login."""
+    fields: dict[str, Any] = {"workers": 2, **extra}
+    return BrokerParams(mode="external", host=server.host, port=server.port, username=f"mf-platform-{account}",
+                        password=f"platform-{account}-secret", admin_username=server.admin_username,
+                        admin_password=server.admin_password, **fields)
+
+
+@contextlib.asynccontextmanager
+async def running(params: BrokerParams, registry: Registry, store: SqliteStore) -> AsyncIterator[BrokerService]:
+    svc = setup(params, registry, store)
+    await svc.start()
+    try:
+        yield svc
+    finally:
+        await svc.aclose()

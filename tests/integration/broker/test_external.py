@@ -19,35 +19,25 @@ import pytest
 from broker import topics
 from broker.bus import PresenceChanged
 from broker.dynsec import DEVICE_MARKER, DynsecProvisioner, device_acls, device_role
-from broker.service import BrokerParams, BrokerService, setup
+from broker.service import BrokerService
 from fleet.registry import Registry
 from telemetry import SqliteStore
 from tests.factories import ADMIN, create_vendor, ensure_market, serve_api, start_test_platform
-from tests.integration.broker.conftest import env_payload, register
+from tests.integration.broker.conftest import env_payload, external_params, register, running
 from tests.integration.broker.mqtt_wire import Will, WireClient
 from tests.services import MosquittoServer
 
 pytestmark = pytest.mark.timeout(180)
 
 TS = "2026-11-23T08:15:02.120Z"
-SERVICE_USER, SERVICE_PASSWORD = "mf-platform-ext", "platform-ext-secret"
 
 
 @pytest.fixture
 async def service(
     mosquitto_server: MosquittoServer, registry: Registry, store: SqliteStore
 ) -> AsyncIterator[BrokerService]:
-    params = BrokerParams(
-        mode="external", host=mosquitto_server.host, port=mosquitto_server.port, username=SERVICE_USER,
-        password=SERVICE_PASSWORD, workers=2, admin_username=mosquitto_server.admin_username,
-        admin_password=mosquitto_server.admin_password,
-    )
-    svc = setup(params, registry, store)
-    await svc.start()
-    try:
+    async with running(external_params(mosquitto_server, 'ext'), registry, store) as svc:
         yield svc
-    finally:
-        await svc.aclose()
 
 
 async def connect(server: MosquittoServer, device_id: str, secret: str) -> tuple[WireClient, int]:

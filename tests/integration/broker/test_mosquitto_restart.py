@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from broker.service import BrokerParams, BrokerService, setup
+from broker.service import BrokerService
 from fleet.registry import Registry
 from telemetry import SqliteStore
-from tests.integration.broker.conftest import env_payload, register
+from tests.integration.broker.conftest import env_payload, external_params, register, running
 from tests.integration.broker.device import TestDevice
 from tests.services import MosquittoServer
 
@@ -25,17 +25,8 @@ TS = "2026-11-23T08:15:02.120Z"
 async def service(
     mosquitto_server: MosquittoServer, registry: Registry, store: SqliteStore
 ) -> AsyncIterator[BrokerService]:
-    params = BrokerParams(
-        mode="external", host=mosquitto_server.host, port=mosquitto_server.port, username="mf-platform-restart",
-        password="platform-restart-secret", workers=2, admin_username=mosquitto_server.admin_username,
-        admin_password=mosquitto_server.admin_password,
-    )
-    svc = setup(params, registry, store)
-    await svc.start()
-    try:
+    async with running(external_params(mosquitto_server, 'restart'), registry, store) as svc:
         yield svc
-    finally:
-        await svc.aclose()
 
 
 async def workers_connected(service: BrokerService, within: float = 90) -> None:

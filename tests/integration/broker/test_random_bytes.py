@@ -20,7 +20,7 @@ from broker.models import DeadLetter
 from broker.service import BrokerParams, BrokerService, setup
 from fleet.registry import Registry
 from telemetry import SqliteStore
-from tests.integration.broker.conftest import env_payload, register
+from tests.integration.broker.conftest import env_payload, external_params, register, running
 from tests.integration.broker.device import TestDevice
 from tests.integration.broker.mqtt_wire import WireClient
 from tests.services import MosquittoServer, find_free_port
@@ -161,17 +161,8 @@ async def test_random_bytes_into_the_embedded_broker_leave_it_up_and_other_devic
 async def external(
     mosquitto_server: MosquittoServer, registry: Registry, store: SqliteStore
 ) -> AsyncIterator[BrokerService]:
-    params = BrokerParams(
-        mode="external", host=mosquitto_server.host, port=mosquitto_server.port, username="mf-platform-fuzz",
-        password="platform-fuzz-secret", workers=2, admin_username=mosquitto_server.admin_username,
-        admin_password=mosquitto_server.admin_password,
-    )
-    svc = setup(params, registry, store)
-    await svc.start()
-    try:
+    async with running(external_params(mosquitto_server, 'fuzz'), registry, store) as svc:
         yield svc
-    finally:
-        await svc.aclose()
 
 
 async def test_random_bytes_into_mosquitto_and_its_ingest_workers_leave_other_devices_intact(
