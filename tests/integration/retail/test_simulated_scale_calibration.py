@@ -6,7 +6,9 @@ firmware ignores the rule is refused by the platform and flagged."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -34,11 +36,19 @@ async def _until(check: Callable[[], Any], within_s: float = 60.0) -> Any:
             await asyncio.sleep(0.05)
 
 
-async def test_the_simulated_scale_calibrates_only_with_a_grant_and_every_calibration_is_recorded(
-    api: httpx.AsyncClient, platform, tmp_path: Path
-) -> None:
+@dataclass
+class Rig:
+    scale: Any
+    calibrations: Callable[[int], Awaitable[list[dict[str, Any]] | None]]
+
+
+@contextlib.asynccontextmanager
+async def simulated_scale(api: httpx.AsyncClient, platform, tmp_path: Path, market: str,  # type: ignore[no-untyped-def]
+                          vendor: str) -> AsyncIterator[Rig]:
+    """One simulated scale registered through the API, connected over MQTT and acknowledged once; `calibrations(n)`
+    answers the platform's calibration records once there are `n` of them."""
     creds = await register_market_devices(str(api.base_url), ADMIN["Authorization"].removeprefix("Bearer "),
-                                          {"scale": 1}, market=MARKET, vendor_code="rtcal")
+                                          {"scale": 1}, market=market, vendor_code=vendor)
     endpoints = Endpoints(mqtt_port=platform.settings.broker.port, coap_port=platform.services["coap"].port,
                           api_url=str(api.base_url).rstrip("/"))
     sim = MarketSimulation(creds, endpoints, outbox_path=tmp_path / "outbox.sqlite3", console=Console(quiet=True),
@@ -53,6 +63,17 @@ async def test_the_simulated_scale_calibrates_only_with_a_grant_and_every_calibr
     await sim.start()
     try:
         await _until(lambda: scale.connected and scale.stats.acked >= 1)
+        yield Rig(scale, calibrations)
+    finally:
+        await sim.stop(drain_s=10)
+        sim.close()
+
+
+async def test_the_simulated_scale_calibrates_only_with_a_grant_and_every_calibration_is_recorded(
+    api: httpx.AsyncClient, platform, tmp_path: Path
+) -> None:
+    async with simulated_scale(api, platform, tmp_path, MARKET, "rtcal") as rig:
+        scale, calibrations = rig.scale, rig.calibrations
         assert scale.generator.calibrate(scale.now()) == []  # the calibrate key, no grant: refused on the scale
         assert scale.state["calibration_refused"]["reason"] == "no_grant"
 
@@ -72,9 +93,6 @@ async def test_the_simulated_scale_calibrates_only_with_a_grant_and_every_calibr
             scale.emit([Emission("event", {"type": "calibrated", "grant_id": grant_id, "reference_kg": 10.0,
                                            "measured_kg": 10.003})])
         rows = await _until(lambda: calibrations(3))
-    finally:
-        await sim.stop(drain_s=10)
-        sim.close()
     assert sorted((r["accepted"], r["refusal"]) for r in rows) == [(False, "no_grant"), (False, "reused"),
                                                                    (True, "")]
     integrity = (await api.get(f"/api/v1/retail/scales/{scale.device_id}/integrity", headers=ADMIN)).json()
@@ -87,22 +105,8 @@ async def test_a_calibration_with_an_expired_grant_is_refused_over_mqtt_and_a_fr
     """A grant the scale holds whose window the platform has closed (its `valid_until` moved into the past in the
     registry, the state an expired grant is in, without waiting): the scale's own clock still lets it calibrate,
     the platform refuses the event, records it as refused and as a tamper report, and the grant stays unused."""
-    creds = await register_market_devices(str(api.base_url), ADMIN["Authorization"].removeprefix("Bearer "),
-                                          {"scale": 1}, market=f"{MARKET}-EXP", vendor_code="rtcalexp")
-    endpoints = Endpoints(mqtt_port=platform.settings.broker.port, coap_port=platform.services["coap"].port,
-                          api_url=str(api.base_url).rstrip("/"))
-    sim = MarketSimulation(creds, endpoints, outbox_path=tmp_path / "outbox.sqlite3", console=Console(quiet=True),
-                           ack_timeout_s=5.0, intervals={"scale": 3600})
-    [scale] = sim.devices
-    url = f"/api/v1/retail/scales/{scale.device_id}/calibrations"
-
-    async def calibrations(count: int) -> list[dict[str, Any]] | None:
-        rows = (await api.get(url, headers=ADMIN)).json()
-        return rows if len(rows) == count else None
-
-    await sim.start()
-    try:
-        await _until(lambda: scale.connected and scale.stats.acked >= 1)
+    async with simulated_scale(api, platform, tmp_path, f"{MARKET}-EXP", "rtcalexp") as rig:
+        scale, calibrations = rig.scale, rig.calibrations
         granted = datetime.now(UTC) - timedelta(minutes=20)
         stale = await CalibrationGrant.create(id="expired-grant-1", scale_id=scale.device_id, granted_by="user:maint",
                                               reason="annual check", granted_at=granted,
@@ -127,9 +131,6 @@ async def test_a_calibration_with_an_expired_grant_is_refused_over_mqtt_and_a_fr
         assert response.status_code == 201, response.text
         fresh = response.json()["id"]
         rows = await _until(lambda: calibrations(2))  # sent to the scale over MQTT, it calibrated, reported it
-    finally:
-        await sim.stop(drain_s=10)
-        sim.close()
     assert sorted((r["grant_id"], r["accepted"], r["refusal"]) for r in rows) == sorted(
         [(stale.id, False, "expired"), (fresh, True, "")])
     assert scale.state["calibrated_with"] == fresh
