@@ -35,6 +35,7 @@ from tortoise import Tortoise, fields
 from tortoise.models import Model
 from tortoise.transactions import in_transaction
 
+from accounts.append_only import writable_audit_log
 from marketfleet import db
 from marketfleet.settings import Settings
 from telemetry import Reading, TelemetryStore
@@ -315,7 +316,7 @@ async def _ensure_empty(models: Iterable[type[Model]], replace: bool) -> None:
             f"the registry is not empty ({', '.join(filled[:5])}{' …' if len(filled) > 5 else ''} have rows); "
             "restore into a fresh database, or pass --replace to delete what is there first"
         )
-    async with in_transaction():
+    async with in_transaction() as conn, writable_audit_log(conn):  # the audit log's one permitted delete
         for model in reversed(models):
             await model.all().delete()
 
