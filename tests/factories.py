@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import subprocess
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import uvicorn
 from fastapi import FastAPI
 
@@ -77,3 +81,38 @@ async def sent_readings(store: Any, device_id: str) -> int:
     from broker.presence_log import MEASUREMENT
 
     return await store.count(device_id) - await store.count(device_id, MEASUREMENT)
+
+
+async def wait_serving(url: str, proc: subprocess.Popen[bytes], log: Callable[[], str], within_s: float = 120) -> None:
+    """Poll `url` until it answers 2xx; fail with the process's log if it exits first or `within_s` runs out."""
+    deadline = time.monotonic() + within_s
+    async with httpx.AsyncClient() as client:
+        while True:
+            try:
+                if (await client.get(url, timeout=2)).is_success:
+                    return
+            except httpx.TransportError:
+                pass
+            assert proc.poll() is None, log()
+            assert time.monotonic() < deadline, f"{url} did not answer within {within_s:.0f} s\n{log()}"
+            await asyncio.sleep(0.3)
+
+
+STORE_BACKENDS = ["sqlite", pytest.param("influxdb", marks=pytest.mark.influx)]
+
+
+@contextlib.asynccontextmanager
+async def telemetry_store(request: pytest.FixtureRequest, tmp_path: Path, prefix: str) -> AsyncIterator[Any]:
+    """The store `request.param` names (see STORE_BACKENDS): SQLite in `tmp_path`, or a fresh InfluxDB database
+    on the test server, dropped afterwards."""
+    from telemetry import InfluxStore, SqliteStore
+
+    if request.param == "sqlite":
+        async with SqliteStore(tmp_path / "telemetry.db", retention_interval=None) as store:
+            yield store
+        return
+    server = request.getfixturevalue("influx_server")
+    database = f"{prefix}_{uuid.uuid4().hex[:12]}"
+    async with InfluxStore(server.url, database, spool_dir=None) as store:
+        yield store
+    server.query(f'DROP DATABASE "{database}"')

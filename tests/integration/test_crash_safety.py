@@ -9,13 +9,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from telemetry import SqliteStore
+from tests.factories import wait_serving
 from tests.integration.broker.device import TestDevice
 from tests.services import find_free_port
 
@@ -31,17 +31,7 @@ def serve(home: Path, env: dict[str, str]) -> subprocess.Popen[bytes]:
 
 
 async def wait_healthy(base: str, proc: subprocess.Popen[bytes], home: Path) -> None:
-    deadline = time.monotonic() + 90
-    async with httpx.AsyncClient() as client:
-        while True:
-            try:
-                if (await client.get(f"{base}/healthz", timeout=2)).is_success:
-                    return
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, (home / "serve.log").read_text()[-3000:]
-            assert time.monotonic() < deadline, "platform did not answer within 90 s"
-            await asyncio.sleep(0.3)
+    await wait_serving(f"{base}/healthz", proc, lambda: (home / "serve.log").read_text()[-3000:], within_s=90)
 
 
 async def test_kill_9_mid_stream_loses_nothing_acknowledged(tmp_path: Path) -> None:

@@ -8,7 +8,6 @@ import contextlib
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -16,6 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import pytest
 
+from tests.factories import wait_serving
 from tests.services import PostgresServer, find_free_port
 
 pytestmark = pytest.mark.timeout(240)
@@ -61,16 +61,8 @@ async def test_serve_waits_for_a_database_that_comes_up_late(tmp_path: Path, pos
                 await client.get(f"http://127.0.0.1:{api_port}/healthz", timeout=2)  # not serving without it
             server = await asyncio.start_server(
                 lambda r, w: forward(r, w, real.hostname or "127.0.0.1", real.port or 5432), "127.0.0.1", late_port)
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if (await client.get(f"http://127.0.0.1:{api_port}/healthz", timeout=2)).is_success:
-                        break
-                except httpx.TransportError:
-                    pass
-                assert proc.poll() is None, (tmp_path / "serve.log").read_text()[-3000:]
-                assert time.monotonic() < deadline, "serve did not come up after the database did"
-                await asyncio.sleep(0.3)
+            await wait_serving(f"http://127.0.0.1:{api_port}/healthz", proc,
+                               lambda: (tmp_path / "serve.log").read_text()[-3000:])  # up once the database is
             created = await client.post(f"http://127.0.0.1:{api_port}/api/v1/admin/markets",
                                         json={"code": "M-LATE", "name": "Late"},
                                         headers={"Authorization": f"Bearer {TOKEN}"})

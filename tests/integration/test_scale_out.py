@@ -9,7 +9,6 @@ import asyncio
 import os
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
@@ -17,6 +16,7 @@ import httpx
 import pytest
 
 from telemetry import InfluxStore
+from tests.factories import wait_serving
 from tests.integration.broker.device import TestDevice
 from tests.services import InfluxServer, MosquittoServer, PostgresServer, find_free_port
 
@@ -39,17 +39,7 @@ def start(role: str, home: Path, env: dict[str, str], **extra: str) -> subproces
 
 
 async def healthy(port: int, proc: subprocess.Popen[bytes], home: Path) -> None:
-    deadline = time.monotonic() + 120
-    async with httpx.AsyncClient() as client:
-        while True:
-            try:
-                if (await client.get(f"http://127.0.0.1:{port}/healthz", timeout=2)).is_success:
-                    return
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None, logs(home)
-            assert time.monotonic() < deadline, "api process did not answer within 120 s"
-            await asyncio.sleep(0.3)
+    await wait_serving(f"http://127.0.0.1:{port}/healthz", proc, lambda: logs(home))
 
 
 async def test_two_api_two_ingest_one_scheduler_store_each_reading_once(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -10,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from compliance import SeqSpan, TelemetrySequenceStats
-from telemetry import InfluxStore, Reading, SqliteStore, TelemetryStore
+from telemetry import Reading, TelemetryStore
+from tests.factories import STORE_BACKENDS, telemetry_store
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -18,17 +18,10 @@ T0 = (datetime.now(UTC) - timedelta(hours=6)).replace(minute=0, second=0, micros
 WINDOW = (T0 - timedelta(hours=1), T0 + timedelta(hours=2))
 
 
-@pytest.fixture(params=["sqlite", pytest.param("influxdb", marks=pytest.mark.influx)])
+@pytest.fixture(params=STORE_BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TelemetryStore]:
-    if request.param == "sqlite":
-        async with SqliteStore(tmp_path / "telemetry.db", retention_interval=None) as s:
-            yield s
-        return
-    server = request.getfixturevalue("influx_server")
-    database = f"compliance_{uuid.uuid4().hex[:12]}"
-    async with InfluxStore(server.url, database, spool_dir=None) as s:
+    async with telemetry_store(request, tmp_path, "compliance") as s:
         yield s
-    server.query(f'DROP DATABASE "{database}"')
 
 
 def at(seconds: float) -> datetime:

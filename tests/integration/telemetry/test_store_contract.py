@@ -6,7 +6,6 @@ Anything asserted here holds for both backends; backend-only behaviour lives in 
 from __future__ import annotations
 
 import random
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -14,7 +13,8 @@ from statistics import mean
 
 import pytest
 
-from telemetry import Aggregate, InfluxStore, Reading, SqliteStore, TelemetryError, TelemetryStore
+from telemetry import Aggregate, Reading, TelemetryError, TelemetryStore
+from tests.factories import STORE_BACKENDS, telemetry_store
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -24,17 +24,10 @@ T0 = (datetime.now(UTC) - timedelta(hours=12)).replace(minute=0, second=0, micro
 FAR = T0 + timedelta(days=2)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("influxdb", marks=pytest.mark.influx)])
+@pytest.fixture(params=STORE_BACKENDS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TelemetryStore]:
-    if request.param == "sqlite":
-        async with SqliteStore(tmp_path / "telemetry.db", retention_interval=None) as s:
-            yield s
-        return
-    server = request.getfixturevalue("influx_server")
-    database = f"contract_{uuid.uuid4().hex[:12]}"
-    async with InfluxStore(server.url, database, spool_dir=None) as s:
+    async with telemetry_store(request, tmp_path, "contract") as s:
         yield s
-    server.query(f'DROP DATABASE "{database}"')
 
 
 def at(seconds: float) -> datetime:
