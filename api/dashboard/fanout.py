@@ -22,7 +22,7 @@ import weakref
 from collections.abc import Awaitable, Callable, Iterable
 from typing import NamedTuple
 
-from broker.bus import EnvelopeBus, PresenceChanged, Subscription
+from broker.bus import Doorbell, EnvelopeBus, PresenceChanged, Subscription
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +63,7 @@ class Listener:
         self._fanout: PresenceFanout | None = fanout
         self._chunks: collections.deque[bytes] = collections.deque()
         self._queued = 0  # events in _chunks
-        self._waiter: asyncio.Future[None] | None = None
+        self._bell = Doorbell()
 
     def offer(self, chunk: bytes, events: int) -> None:
         if self._queued + events > self.maxsize:
@@ -74,13 +74,13 @@ class Listener:
         else:
             self._chunks.append(chunk)
             self._queued += events
-        self._wake()
+        self._bell.ring()
 
     def overflow(self, dropped: int) -> None:
         """The fan-out itself lost events before they were sorted: every dashboard missed them."""
         self.missed += dropped
         self._chunks.append(sse("overflow", {"dropped": self.missed}))
-        self._wake()
+        self._bell.ring()
 
     @property
     def pending(self) -> int:
@@ -92,11 +92,7 @@ class Listener:
         while not self._chunks:
             if self.closed:
                 raise StopAsyncIteration
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            await self._bell.wait()
         chunk = self._chunks.popleft() if len(self._chunks) == 1 else b"".join(self._chunks)
         self._chunks.clear()
         self._queued = 0
@@ -107,12 +103,7 @@ class Listener:
             self._fanout._remove(self)
             self._fanout = None
         self.closed = True
-        self._wake()
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._bell.ring()
 
 
 class PresenceFanout:
