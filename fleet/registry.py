@@ -16,6 +16,7 @@ from tortoise.expressions import Subquery
 from tortoise.transactions import in_transaction
 
 from fleet.errors import Conflict, InvalidRequest, NotFound
+from fleet.lookups import DeviceView, TtlCache, device_cache
 from fleet.models import (
     Credential,
     Device,
@@ -60,6 +61,8 @@ def device_id_for(vendor_code: str, serial: str) -> str:
 class Registry:
     master_key: bytes
     listeners: list[CredentialListener] = field(default_factory=list)
+    # per-process device lookup cache (fleet/lookups.py); off unless the platform sizes it
+    lookups: TtlCache[str, DeviceView] = field(default_factory=device_cache)
 
     def _issue(self, device_id: str) -> tuple[str, str]:
         """A fresh (salt, secret) pair for a device."""
@@ -264,13 +267,16 @@ class Registry:
             device.stall = stall  # type: ignore[assignment]
         for name, value in changes.items():
             setattr(device, name, value)
-        async with in_transaction():
-            await device.save()
-            if "labels" in changes:
-                await DeviceLabel.filter(device_id=device.id).delete()
-                await DeviceLabel.bulk_create(
-                    [DeviceLabel(device_id=device.id, key=k, value=v) for k, v in device.labels.items()]
-                )
+        try:
+            async with in_transaction():
+                await device.save()
+                if "labels" in changes:
+                    await DeviceLabel.filter(device_id=device.id).delete()
+                    await DeviceLabel.bulk_create(
+                        [DeviceLabel(device_id=device.id, key=k, value=v) for k, v in device.labels.items()]
+                    )
+        finally:
+            self.lookups.invalidate(device.id)
         return device
 
     async def list_devices(

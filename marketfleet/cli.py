@@ -73,10 +73,12 @@ def settings() -> Settings:
     raise AssertionError("unreachable")
 
 
-def run(coro_factory: Callable[[], Awaitable[T]]) -> T:
+def run(coro_factory: Callable[[], Awaitable[T]],
+        loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None) -> T:
     """Run a coroutine; turn the platform's own errors and unreachable services into one line."""
     try:
-        return asyncio.run(_with_registry_closed(coro_factory))
+        with asyncio.Runner(loop_factory=loop_factory) as runner:
+            return runner.run(_with_registry_closed(coro_factory))
     except MarketFleetError as err:
         fail(str(err))
     except (db.DatabaseUnavailable, TelemetryError) as err:
@@ -102,7 +104,7 @@ def serve(
     role: Annotated[str, typer.Option(help="all, api, ingest, scheduler or vision (docs/scale-out.md)")] = "all",
 ) -> None:
     """Run the platform: registry, broker, CoAP, ingest and the API/dashboard (or one role of it)."""
-    from marketfleet.serve import ROLES, serve_forever
+    from marketfleet.serve import ROLES, fast_loop_factory, serve_forever
 
     if role == "vision":
         from marketfleet.vision_cli import vision_run
@@ -113,7 +115,8 @@ def serve(
         fail(f"unknown role {role!r}; choose all, api, ingest, scheduler or vision")
     if demo and role != "all":
         fail("--demo runs a whole market in one process; use it with --role all")
-    run(lambda: serve_forever(settings(), demo=demo, console=console, role=role))  # type: ignore[arg-type]
+    run(lambda: serve_forever(settings(), demo=demo, console=console, role=role),  # type: ignore[arg-type]
+        loop_factory=fast_loop_factory() if role == "api" else None)
 
 
 # ---------------------------------------------------------------- config

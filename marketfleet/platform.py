@@ -21,6 +21,7 @@ from api.context import ApiContext
 from compliance.service import setup as setup_compliance
 from firmware.service import mqtt_downlink, no_downlink
 from firmware.service import setup as setup_firmware
+from fleet.lookups import device_cache
 from fleet.registry import Registry
 from marketfleet import db
 from marketfleet.keys import load_or_create
@@ -87,7 +88,8 @@ async def start_platform(settings: Settings, *, ingest: bool = True, scheduler: 
         await db.connect(settings.registry_url)
         stack.push_async_callback(db.close)
         key = master_key(settings)
-        registry = Registry(master_key=key)
+        registry = Registry(master_key=key, lookups=device_cache(settings.api.lookup_cache_size,
+                                                                 settings.api.lookup_cache_ttl_s))
         token = admin_token(settings)
         accounts = Accounts()
         await accounts.ensure_bootstrap_admin(token)

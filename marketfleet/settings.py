@@ -135,6 +135,11 @@ class ApiSettings(BaseModel):
     ip_rate: float = Field(default=200.0, gt=0)
     ip_burst: float = Field(default=1000.0, ge=1)
     rate_limits: bool = True
+    # several `--role api` processes on one machine share `port` (SO_REUSEPORT; docs/scale-out.md)
+    reuse_port: bool = False
+    # per-process device lookup cache: entries, and seconds another process's change may stay unseen (0: off)
+    lookup_cache_size: int = Field(default=100_000, ge=0)
+    lookup_cache_ttl_s: float = Field(default=2.0, ge=0)
 
 
 class Settings(BaseSettings):

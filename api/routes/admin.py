@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request, status
+from fastapi import APIRouter, Query, Request, Response, status
 
 from api.audit import audit_before
 from api.auth import FleetRead, FleetWrite, PlatformAdmin, RegistryDep
 from fleet.kinds import DeviceKind
+from fleet.lookups import device_view
 from fleet.models import DeviceStatus
 from fleet.schemas import (
     CredentialPublic,
@@ -80,8 +81,10 @@ async def list_devices(
 
 
 @router.get("/devices/{device_id}", response_model=DevicePublic)
-async def get_device(device_id: str, registry: RegistryDep, who: FleetRead) -> DevicePublic:
-    return DevicePublic.model_validate(await registry.get_device(device_id, markets=who.markets))
+async def get_device(device_id: str, registry: RegistryDep, who: FleetRead) -> Response:
+    # From the per-process lookup cache as ready JSON (fleet/lookups.py); scoped like every read.
+    view = await device_view(registry.lookups, device_id, markets=who.markets)
+    return Response(view.body, media_type="application/json")
 
 
 @router.patch("/devices/{device_id}", response_model=DevicePublic)

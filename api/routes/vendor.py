@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, status
+from fastapi import APIRouter, Query, Response, status
 
 from api.auth import ContextDep, RegistryDep, VendorDep
 from fleet.errors import Conflict, InvalidRequest
 from fleet.kinds import DeviceKind
+from fleet.lookups import device_view
 from fleet.models import DeviceStatus
 from fleet.schemas import (
     BulkResult,
@@ -92,8 +93,10 @@ async def list_devices(
 
 
 @router.get("/devices/{device_id}", response_model=DevicePublic)
-async def get_device(device_id: str, vendor: VendorDep, registry: RegistryDep) -> DevicePublic:
-    return DevicePublic.model_validate(await registry.get_device(device_id, vendor))
+async def get_device(device_id: str, vendor: VendorDep, registry: RegistryDep) -> Response:
+    # From the per-process lookup cache as ready JSON (fleet/lookups.py); only the vendor's own devices.
+    view = await device_view(registry.lookups, device_id, vendor_id=vendor.id)
+    return Response(view.body, media_type="application/json")
 
 
 @router.get("/devices/{device_id}/credentials", response_model=list[CredentialPublic])
