@@ -26,7 +26,7 @@ import os
 import socket
 import uuid
 from types import TracebackType
-from typing import Literal, Self
+from typing import Final, Literal, Self
 
 import aiomqtt
 
@@ -71,11 +71,13 @@ class ExternalIngest:
         self.reconnect_max_s = reconnect_max_s
         self.connected = asyncio.Event()
         self.received = 0
+        self.via_paho = 0  # of `received`: messages that took paho's path rather than the socket fast path
         self.acks = AckPublisher(self.publish)
         self._client: aiomqtt.Client | None = None
         self._inbox: asyncio.Queue[aiomqtt.Message] | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._routes: dict[str, tuple[str, str, str] | None] = {}
 
     async def start(self, wait_connected_s: float | None = 10.0) -> None:
         """Start the worker; by default wait until it is subscribed (raises TimeoutError if it cannot)."""
@@ -138,7 +140,9 @@ class ExternalIngest:
                     max_inflight_messages=1000,
                     queue_type=self._inbox_type(),
                 )
-                coalesce_paho_io(client)
+                # Inbound PUBLISHes go straight from the socket buffer to `_on_publish` (MQTT 3.1.1); what the
+                # fast path leaves to paho (MQTT 5, TLS, very large packets) arrives through aiomqtt below.
+                coalesce_paho_io(client, self._on_publish)
                 async with client:
                     self._client = client
                     await client.subscribe(topics.shared_up_filter(self.group), qos=1)
@@ -150,10 +154,12 @@ class ExternalIngest:
                     # aiomqtt's iterator costs a task and an asyncio.wait per message: wait through it for the
                     # first message of a burst, then take the rest of what paho has queued directly.
                     async for message in client.messages:
-                        await self._handle(message.topic.value, message.payload)
+                        self.via_paho += 1
+                        self._on_publish(message.topic.value, _bytes(message.payload))
                         while not inbox.empty():
                             message = inbox.get_nowait()
-                            await self._handle(message.topic.value, message.payload)
+                            self.via_paho += 1
+                            self._on_publish(message.topic.value, _bytes(message.payload))
             except aiomqtt.MqttError as err:
                 if self._closing:
                     break
@@ -164,25 +170,50 @@ class ExternalIngest:
             await asyncio.sleep(delay)
             delay = min(delay * 2, self.reconnect_max_s)
 
-    async def _handle(self, topic: str, payload: object) -> None:
+    def _route(self, topic: str) -> tuple[str, str, str] | None:
+        """(device id, channel, ack topic) of an uplink topic, None for anything else; cached per topic (the
+        same few topics per device repeat for every message)."""
+        route = self._routes.get(topic, _UNKNOWN)
+        if route is _UNKNOWN:
+            parsed = topics.parse(topic)
+            route = None if parsed is None or parsed.direction != "up" else (
+                parsed.device_id, parsed.channel, parsed.reply("ack"))
+            if len(self._routes) >= _MAX_ROUTES:
+                self._routes.clear()
+            self._routes[topic] = route
+        return route  # type: ignore[return-value]
+
+    def _on_publish(self, topic: str, data: bytes) -> None:
+        """One uplink from the broker, synchronously: queued for the pipeline (a burst becomes one batch)."""
         self.received += 1
-        parsed = topics.parse(topic)
-        if parsed is None or parsed.direction != "up":
+        route = self._route(topic)
+        if route is None:
             log.debug("ignoring %s", topic)
             return
-        data = payload if isinstance(payload, bytes) else bytes(payload) if isinstance(payload, bytearray) else (
-            str(payload).encode() if payload is not None else b""
-        )
-        if parsed.channel == "status":
-            if self.presence is not None:
-                self.presence.status(parsed.device_id, data)
+        device_id, channel, ack_topic = route
+        presence = self.presence
+        if channel == "status":
+            if presence is not None:
+                presence.status(device_id, data)
             return
-        if self.presence is not None:
-            self.presence.seen(parsed.device_id)
-        uplink = Uplink("mqtt", parsed.device_id, parsed.channel, data, topic=topic)
+        if presence is not None:
+            presence.seen(device_id)
+        uplink = Uplink("mqtt", device_id, channel, data, topic=topic)
         pipeline = self.pipeline
         if not pipeline.admit(uplink):
             return  # over the device's rate: dead-lettered, not acknowledged
-        # Synchronous while the pipeline has room: no suspension per message (a burst becomes one batch).
-        future = pipeline.enqueue_nowait(uplink) if pipeline.has_room else await pipeline.enqueue(uplink)
-        self.acks.track(future, parsed.reply("ack"))
+        # Past `max_pending` the uplink is queued all the same: paho has already acknowledged it to the broker
+        # (PUBACK on receipt, as before), so holding it back would only move the queue elsewhere.
+        self.acks.track(pipeline.enqueue_nowait(uplink), ack_topic)
+
+
+_UNKNOWN: Final = object()
+_MAX_ROUTES: Final = 200_000
+
+
+def _bytes(payload: object) -> bytes:
+    if isinstance(payload, bytes):
+        return payload
+    if isinstance(payload, bytearray):
+        return bytes(payload)
+    return str(payload).encode() if payload is not None else b""

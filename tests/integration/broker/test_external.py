@@ -19,6 +19,7 @@ import pytest
 from broker import topics
 from broker.bus import PresenceChanged
 from broker.dynsec import DEVICE_MARKER, DynsecProvisioner, device_acls, device_role
+from broker.external import ExternalIngest
 from broker.service import BrokerService
 from fleet.registry import Registry
 from telemetry import SqliteStore
@@ -190,12 +191,49 @@ async def test_two_workers_share_10000_messages_each_stored_exactly_once(
     assert service.pipeline.stats.uplinks == 10_000  # the broker handed each message to exactly one worker
     received = [w.received for w in service.workers]
     assert all(r > 1000 for r in received), received  # and both took a share
+    assert [w.via_paho for w in service.workers] == [0, 0]  # MQTT 3.1.1: all through the socket fast path
     assert service.pipeline.stats.duplicates == 0
     for device_id in creds:
         rows = await store.range(device_id, "env_sensor.telemetry", *_window(), limit=5000)
         assert sorted(r.seq for r in rows) == list(range(per_device))
     for client in clients:
         await client.disconnect()
+
+
+async def test_an_mqtt5_worker_beside_the_311_ones_shares_the_load_through_paho(
+    mosquitto_server: MosquittoServer, service: BrokerService, registry: Registry, store: SqliteStore
+) -> None:
+    """MQTT 5 connections keep paho's packet path (properties): same results, exactly once, with acks."""
+    params = service.params
+    v5 = ExternalIngest(service.pipeline, host=params.host, port=params.port, username=params.username,
+                        password=params.password, group=params.shared_group, protocol="5")
+    await v5.start()
+    try:
+        creds = await register(registry, 4)
+        assert service.provisioner is not None
+        await service.provisioner.flush()
+        clients = [await connect_now(mosquitto_server, d, s) for d, s in creds.items()]
+        per_device = 300
+
+        async def send(client: WireClient, device_id: str) -> None:
+            assert await client.subscribe([(topics.device_down_filter("M1", device_id), 1)]) == [1]
+            up = topics.up_topic("M1", device_id, "telemetry")
+            window = set(range(per_device))
+            await asyncio.gather(*[client.publish_nowait(up, body(s)) for s in sorted(window)])
+            while window:
+                window -= set((await next_ack(client, within=20))["seqs"])
+
+        await asyncio.gather(*[send(c, d) for c, d in zip(clients, creds, strict=True)])
+        assert await wait_stored(store, list(creds), 4 * per_device) == 4 * per_device
+        assert v5.received == v5.via_paho > 0  # the v5 worker took its share, all through paho
+        assert [w.via_paho for w in service.workers] == [0, 0]
+        for device_id in creds:
+            rows = await store.range(device_id, "env_sensor.telemetry", *_window(), limit=5000)
+            assert sorted(r.seq for r in rows) == list(range(per_device))
+        for client in clients:
+            await client.disconnect()
+    finally:
+        await v5.aclose()
 
 
 async def test_revoke_and_rotate_take_effect_in_mosquitto(
