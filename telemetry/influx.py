@@ -149,7 +149,7 @@ class InfluxStore:
         return SpoolStatus(
             directory=str(self.spool_dir.resolve()), bytes=self._spool.pending_bytes,
             max_bytes=self._spool.max_bytes, batches=self._spool.pending_records, refused=self.refused_batches,
-            refusing=self._refusing, spooling=self._spooling,
+            refusing=self._refusing, spooling=self._spooling, disk_full=self._refusing and self._spool.disk_full,
         )
 
     # ------------------------------------------------------------------ lifecycle

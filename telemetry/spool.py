@@ -7,7 +7,9 @@ file (flock) so two processes never drain the same spool. A record is
 
 little-endian. `append` fsyncs before returning, so an acknowledged batch survives a crash. On
 open, a torn last record (short header or payload, from a crash mid-append) is cut off; a record
-whose CRC doesn't match is skipped and logged.
+whose CRC doesn't match is skipped and logged. A failed append (ENOSPC mid-record, a failed fsync) truncates
+the segment back to its last whole record, so a full disk never leaves a torn record behind; ENOSPC/EDQUOT is
+reported as `SpoolDiskFull`, back-pressure like the spool's own limit.
 
 Order: records are consumed strictly in append order. The consumer `peek`s the oldest records,
 hands them on, then `commit`s; a segment file is deleted only once all its records are committed.
@@ -21,7 +23,9 @@ All public methods are thread-safe.
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
+import io
 import logging
 import os
 import struct
@@ -29,7 +33,7 @@ import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Final
+from typing import Final
 
 from telemetry.store import StoreUnavailable, TelemetryError
 
@@ -38,6 +42,7 @@ __all__ = [
     "MAGIC",
     "Spool",
     "SpoolBatch",
+    "SpoolDiskFull",
     "SpoolFull",
     "SpoolStatus",
     "decode_records",
@@ -57,6 +62,17 @@ class SpoolFull(StoreUnavailable):
     """Appending would take the spool past its size limit (back-pressure, nothing was written)."""
 
 
+class SpoolDiskFull(SpoolFull):
+    """The filesystem under the spool has no room (ENOSPC, EDQUOT) before the spool reached its own limit.
+
+    Back-pressure exactly like `SpoolFull`: the record was not kept (any part of it that reached the file was cut
+    off again), and the spool takes appends again as soon as the filesystem has room.
+    """
+
+
+_DISK_FULL: Final = frozenset({errno.ENOSPC, errno.EDQUOT})
+
+
 @dataclass(frozen=True, slots=True)
 class SpoolStatus:
     """How full a store's write spool is, for metrics and the rules' `telemetry_spool` check."""
@@ -68,6 +84,7 @@ class SpoolStatus:
     refused: int  # appends refused for lack of room since the store started
     refusing: bool  # the latest append was refused (back-pressure on ingest now)
     spooling: bool  # writes go to the spool (backend unreachable, or a backlog replaying)
+    disk_full: bool = False  # the latest append was refused because the filesystem itself is full
 
     @property
     def fill_percent(self) -> float:
@@ -76,7 +93,7 @@ class SpoolStatus:
     def as_dict(self) -> dict[str, object]:
         return {"directory": self.directory, "bytes": self.bytes, "max_bytes": self.max_bytes,
                 "fill_percent": self.fill_percent, "batches": self.batches, "refused": self.refused,
-                "refusing": self.refusing, "spooling": self.spooling}
+                "refusing": self.refusing, "spooling": self.spooling, "disk_full": self.disk_full}
 
 
 def encode_record(payload: bytes) -> bytes:
@@ -161,11 +178,12 @@ class Spool:
         self._mutex = threading.RLock()
         self._sealed: list[_Segment] = []  # oldest first
         self._active: _Segment | None = None
-        self._active_file: BinaryIO | None = None
+        self._active_file: io.FileIO | None = None  # unbuffered: a failed write leaves no bytes behind in Python
         self._cursor = 0  # records of the head segment already committed
         self._next_number = 1
         self._lock_fd: int | None = None
         self.corrupt_records = 0
+        self.disk_full = False  # the latest append failed for lack of room on the filesystem
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -173,8 +191,11 @@ class Spool:
         with self._mutex:
             if self._lock_fd is not None:
                 return
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.directory / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as err:  # a full or read-only disk at start: say which directory, not a traceback
+                raise TelemetryError(f"cannot open the telemetry spool {self.directory}: {err.strerror}") from err
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -261,7 +282,8 @@ class Spool:
     # ------------------------------------------------------------------ producer
 
     def append(self, payload: bytes) -> None:
-        """Durably add one record; raises `SpoolFull` (writing nothing) past `max_bytes`."""
+        """Durably add one record; raises `SpoolFull` (writing nothing) past `max_bytes`, and `SpoolDiskFull`
+        (keeping nothing) when the filesystem has no room. Other OSErrors propagate, also keeping nothing."""
         record = encode_record(payload)
         with self._mutex:
             if self._lock_fd is None:
@@ -271,31 +293,63 @@ class Spool:
                     f"telemetry spool {self.directory} is full "
                     f"({self.pending_bytes} + {len(record)} > {self.max_bytes} bytes)"
                 )
-            if self._active is None:
-                self._start_segment()
-            assert self._active is not None and self._active_file is not None
-            f = self._active_file
             try:
-                f.write(record)
-                f.flush()
-                if self._fsync:
-                    os.fsync(f.fileno())
-            except OSError:
-                # The file may now end in a partial record: seal it so the next append starts a
-                # clean segment; recovery/decoding ignores the torn tail. Count what we know.
-                self._active.size = f.tell()
-                self._seal_active()
-                raise
-            self._active.size += len(record)
-            self._active.count += 1
+                if self._active is None:
+                    self._start_segment()
+                self._write(record)
+            except OSError as err:
+                if err.errno not in _DISK_FULL:
+                    raise
+                self.disk_full = True
+                raise SpoolDiskFull(
+                    f"telemetry spool {self.directory}: no room on its filesystem ({err.strerror}); "
+                    f"{self.pending_bytes} bytes spooled, limit {self.max_bytes}"
+                ) from err
+            self.disk_full = False
+            assert self._active is not None
             if self._active.size >= self.segment_bytes:
                 self._seal_active()
+
+    def _write(self, record: bytes) -> None:
+        """Write and fsync `record` at the end of the active segment, or leave the segment as it was."""
+        assert self._active is not None and self._active_file is not None
+        f, good = self._active_file, self._active.size
+        try:
+            view = memoryview(record)
+            while view:  # a nearly full filesystem takes part of a write, then refuses the rest
+                written = f.write(view)
+                view = view[written or 0 :]
+            if self._fsync:
+                os.fsync(f.fileno())
+        except OSError:
+            self._rewind(good)
+            raise
+        self._active.size = good + len(record)
+        self._active.count += 1
+
+    def _rewind(self, good: int) -> None:
+        """Cut off what a failed append left after the last whole record, so the file never holds a torn one.
+
+        Truncating needs no free space. If even that fails, seal the segment: decoding ignores a torn tail, and
+        the next append starts a clean file.
+        """
+        assert self._active is not None and self._active_file is not None
+        fd = self._active_file.fileno()
+        try:
+            os.ftruncate(fd, good)
+            os.lseek(fd, good, os.SEEK_SET)
+            if self._fsync:
+                os.fsync(fd)
+        except OSError as err:
+            log.warning("spool segment %d: cannot cut off a failed append (%s); sealing it", self._active.number, err)
+            self._seal_active()
 
     def _start_segment(self) -> None:
         number = self._next_number
         self._next_number += 1
         path = self._path(number)
-        self._active_file = path.open("xb")
+        f = io.FileIO(path, "xb")  # ENOSPC here (no inode or directory block) leaves no segment behind
+        self._active_file = f
         self._active = _Segment(number, 0, 0)
         if self._fsync:
             # Make the new directory entry itself durable, or a crash could lose the whole file.
