@@ -23,6 +23,7 @@ from firmware.schemas import (
     WaveProgress,
     WaveSpec,
 )
+from firmware.scope import ensure_owned, visible_ids
 from firmware.states import CampaignAction, CampaignState, JobOp, JobState
 from firmware.targeting import resolve, supports_ab_slots
 from firmware.waves import Counts, assign_waves, eta_s, pct, plan_wave_sizes, rate_per_minute
@@ -103,9 +104,13 @@ class CampaignService:
         return campaign
 
     async def list(
-        self, state: CampaignState | None = None, limit: int = 50, offset: int = 0
+        self, state: CampaignState | None = None, limit: int = 50, offset: int = 0,
+        markets: frozenset[str] | None = None,
     ) -> tuple[int, list[Campaign]]:
+        """Newest first; with `markets`, only campaigns touching one of them (firmware/scope.py)."""
         query = Campaign.all() if state is None else Campaign.filter(state=state)
+        if markets is not None:
+            query = query.filter(id__in=sorted(await visible_ids(markets)))
         return await query.count(), await query.order_by("-id").offset(offset).limit(limit)
 
     async def pause(self, campaign_id: int, reason: str = "paused by an operator") -> Campaign:
@@ -118,6 +123,10 @@ class CampaignService:
         campaign = await self.get(campaign_id)
         await self.orchestrator.stop_campaign(campaign, CampaignAction.CANCEL, reason, self.now)
         return campaign
+
+    async def ensure_owned(self, campaign_id: int, markets: frozenset[str] | None) -> None:
+        """For callers without the firmware package at hand (the dashboard): see firmware/scope.py."""
+        await ensure_owned(campaign_id, markets)
 
     async def retry_failed(self, campaign_id: int) -> tuple[Campaign, int]:
         """Queue every failed job again with fresh attempts; the campaign runs again. Returns how many."""
@@ -197,9 +206,13 @@ class CampaignService:
         wave: int | None = None,
         limit: int = 100,
         offset: int = 0,
+        markets: frozenset[str] | None = None,
     ) -> tuple[int, list[DeviceJob]]:
+        """A campaign's jobs; with `markets`, only those of devices in them."""
         await self.get(campaign_id)
         query = DeviceJob.filter(campaign_id=campaign_id)
+        if markets is not None:
+            query = query.filter(device__market_id__in=sorted(markets))
         if state is not None:
             query = query.filter(state=state)
         if wave is not None:

@@ -23,8 +23,8 @@ log = logging.getLogger(__name__)
 SHOWN = 50
 
 
-async def _campaigns(service: Any) -> list[Any]:
-    _total, campaigns = await service.campaigns.list(limit=SHOWN)
+async def _campaigns(service: Any, markets: frozenset[str] | None) -> list[Any]:
+    _total, campaigns = await service.campaigns.list(limit=SHOWN, markets=markets)
     return [await service.campaigns.progress(c.id) for c in campaigns]
 
 
@@ -35,7 +35,7 @@ async def ota_page(request: Request, viewer: ViewerDep, ctx: ContextDep) -> Resp
     service = ctx.services.get("firmware")
     context: dict[str, Any] = {"running": service is not None, "campaigns": [], "message": None, "error": False}
     if service is not None:
-        context["campaigns"] = await _campaigns(service)
+        context["campaigns"] = await _campaigns(service, viewer.principal.markets)
     return render(request, viewer, "ota.html", context, section="ota")
 
 
@@ -51,6 +51,7 @@ async def campaign_action(
         return render(request, viewer, "not_running.html", {"feature": "firmware"}, status_code=503)
     t = viewer.t
     try:
+        await service.campaigns.ensure_owned(campaign_id, viewer.principal.markets)
         if action == "pause":
             await service.campaigns.pause(campaign_id, f"paused by {viewer.principal.actor}")
         elif action == "resume":
@@ -61,6 +62,7 @@ async def campaign_action(
     except MarketFleetError as err:  # the firmware package's errors derive from the fleet hierarchy
         message, error, code = t("ota.failed", reason=str(err)), True, 409
     # The whole page: the buttons inherit `hx-select="#campaigns"` from the polling container, which picks it out.
+    campaigns = await _campaigns(service, viewer.principal.markets)
     return render(request, viewer, "ota.html",
-                  {"running": True, "campaigns": await _campaigns(service), "message": message, "error": error},
+                  {"running": True, "campaigns": campaigns, "message": message, "error": error},
                   section="ota", status_code=code)

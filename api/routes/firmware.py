@@ -19,6 +19,7 @@ from pydantic import Field
 
 from accounts.permissions import Permission, Principal
 from api.auth import ContextDep, FleetRead, VendorDep, require
+from firmware import scope
 from firmware.delivery import RangeNotSatisfiable, etag_for, if_range_allows, parse_range
 from firmware.models import DeviceJob
 from firmware.schemas import (
@@ -167,25 +168,29 @@ async def current_job(
 
 
 @router.post("/campaigns", status_code=status.HTTP_201_CREATED, response_model=CampaignPublic)
-async def create_campaign(data: CampaignCreate, firmware: FirmwareDep, _: FirmwareWrite) -> CampaignPublic:
+async def create_campaign(data: CampaignCreate, firmware: FirmwareDep, who: FirmwareWrite) -> CampaignPublic:
+    """A caller limited to some markets names them in `target.markets` (firmware/scope.py)."""
+    scope.ensure_target_inside(data.target, who.markets)
     return CampaignPublic.model_validate(await firmware.campaigns.create(data))
 
 
 @router.get("/campaigns", response_model=Page[CampaignPublic])
 async def list_campaigns(
     firmware: FirmwareDep,
-    _: FleetRead,
+    who: FleetRead,
     state: CampaignState | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Page[CampaignPublic]:
-    total, items = await firmware.campaigns.list(state, limit, offset)
+    """Newest first; a caller limited to some markets sees the campaigns that touch one of them."""
+    total, items = await firmware.campaigns.list(state, limit, offset, markets=who.markets)
     return Page(total=total, limit=limit, offset=offset, items=[CampaignPublic.model_validate(c) for c in items])
 
 
 @router.get("/campaigns/{campaign_id}", response_model=CampaignProgress)
-async def campaign_progress(campaign_id: int, firmware: FirmwareDep, _: FleetRead) -> CampaignProgress:
+async def campaign_progress(campaign_id: int, firmware: FirmwareDep, who: FleetRead) -> CampaignProgress:
     """The campaign with counts, percentages and ETA, overall and per wave."""
+    await scope.ensure_visible(campaign_id, who.markets)
     return await firmware.campaigns.progress(campaign_id)
 
 
@@ -193,11 +198,12 @@ async def campaign_progress(campaign_id: int, firmware: FirmwareDep, _: FleetRea
 async def campaign_events(
     campaign_id: int,
     firmware: FirmwareDep,
-    _: FleetRead,
+    who: FleetRead,
     interval_s: Annotated[float, Query(ge=0.1, le=60)] = 1.0,
 ) -> StreamingResponse:
     """Server-sent events: `progress` (the same body as GET /campaigns/{id}) whenever it changes, checked every
     `interval_s`; `end` once the campaign is completed, aborted or cancelled; comments as keep-alive."""
+    await scope.ensure_visible(campaign_id, who.markets)
     first = await firmware.campaigns.progress(campaign_id)  # 404 before the stream starts
 
     async def events() -> AsyncIterator[str]:
@@ -226,42 +232,49 @@ async def campaign_events(
 async def campaign_jobs(
     campaign_id: int,
     firmware: FirmwareDep,
-    _: FleetRead,
+    who: FleetRead,
     state: JobState | None = None,
     wave: int | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Page[JobPublic]:
-    """Per-device state (with the failure reason) of a campaign, filterable by state and wave."""
-    total, jobs = await firmware.campaigns.jobs(campaign_id, state, wave, limit, offset)
+    """Per-device state (with the failure reason) of a campaign, filterable by state and wave; only the caller's
+    markets' devices for a caller limited to some markets."""
+    await scope.ensure_visible(campaign_id, who.markets)
+    total, jobs = await firmware.campaigns.jobs(campaign_id, state, wave, limit, offset, markets=who.markets)
     return Page(total=total, limit=limit, offset=offset, items=[_job(j) for j in jobs])
 
 
 @router.post("/campaigns/{campaign_id}/pause", response_model=CampaignPublic)
-async def pause_campaign(campaign_id: int, firmware: FirmwareDep, _: FirmwareWrite) -> CampaignPublic:
+async def pause_campaign(campaign_id: int, firmware: FirmwareDep, who: FirmwareWrite) -> CampaignPublic:
+    await scope.ensure_owned(campaign_id, who.markets)
     return CampaignPublic.model_validate(await firmware.campaigns.pause(campaign_id))
 
 
 @router.post("/campaigns/{campaign_id}/resume", response_model=CampaignPublic)
-async def resume_campaign(campaign_id: int, firmware: FirmwareDep, _: FirmwareWrite) -> CampaignPublic:
+async def resume_campaign(campaign_id: int, firmware: FirmwareDep, who: FirmwareWrite) -> CampaignPublic:
+    await scope.ensure_owned(campaign_id, who.markets)
     return CampaignPublic.model_validate(await firmware.campaigns.resume(campaign_id))
 
 
 @router.post("/campaigns/{campaign_id}/cancel", response_model=CampaignPublic)
-async def cancel_campaign(campaign_id: int, firmware: FirmwareDep, _: FirmwareWrite) -> CampaignPublic:
+async def cancel_campaign(campaign_id: int, firmware: FirmwareDep, who: FirmwareWrite) -> CampaignPublic:
+    await scope.ensure_owned(campaign_id, who.markets)
     return CampaignPublic.model_validate(await firmware.campaigns.cancel(campaign_id))
 
 
 @router.post("/campaigns/{campaign_id}/retry-failed")
-async def retry_failed(campaign_id: int, firmware: FirmwareDep, _: FirmwareWrite) -> dict[str, Any]:
+async def retry_failed(campaign_id: int, firmware: FirmwareDep, who: FirmwareWrite) -> dict[str, Any]:
     """Queue every failed device of the campaign again (fresh attempts); nothing else is touched."""
+    await scope.ensure_owned(campaign_id, who.markets)
     campaign, count = await firmware.campaigns.retry_failed(campaign_id)
     return {"campaign": CampaignPublic.model_validate(campaign).model_dump(mode="json"), "retried": count}
 
 
 @router.post("/campaigns/{campaign_id}/rollback", response_model=RollbackResult)
-async def rollback_campaign(campaign_id: int, firmware: FirmwareDep, _: FirmwareWrite) -> RollbackResult:
+async def rollback_campaign(campaign_id: int, firmware: FirmwareDep, who: FirmwareWrite) -> RollbackResult:
     """Switch devices that took the image back to their other A/B slot (a rollback campaign)."""
+    await scope.ensure_owned(campaign_id, who.markets)
     return await firmware.campaigns.rollback(campaign_id)
 
 
@@ -275,8 +288,9 @@ async def device_jobs(device_id: str, firmware: FirmwareDep, who: FleetRead) -> 
 
 
 @router.get("/jobs/{job_id}/transitions", response_model=list[JobTransitionPublic])
-async def job_transitions(job_id: int, firmware: FirmwareDep, _: FleetRead) -> list[JobTransitionPublic]:
+async def job_transitions(job_id: int, firmware: FirmwareDep, who: FleetRead) -> list[JobTransitionPublic]:
     """Every state change of one job, with who caused it and why."""
+    await scope.ensure_job_visible(job_id, who.markets)
     return [JobTransitionPublic.model_validate(t) for t in await firmware.campaigns.transitions(job_id)]
 
 

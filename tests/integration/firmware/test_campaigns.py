@@ -430,3 +430,53 @@ async def test_a_devices_update_history_is_visible_within_the_callers_markets(ot
         headers = {"Authorization": f"Bearer {login.json()['token']}"}
         seen[market] = (await ota.api.get(f"/api/v1/firmware/devices/{device_id}/jobs", headers=headers)).status_code
     assert seen == {"HIST01": 200, "HIST02": 404}
+
+
+async def test_a_maintainer_limited_to_a_market_sees_and_steers_only_campaigns_inside_it(ota: Ota) -> None:
+    """Issue 11, market scoping on every endpoint: campaigns are scoped by the markets they reach."""
+    for market in ("SCOPE1", "SCOPE2"):
+        await ensure_market(ota.api, market)
+    fleet = await ota.vendor_fleet("scoped", 0)
+    await fleet.add_devices(2, market="SCOPE1", behaviour="silent")
+    await fleet.add_devices(2, market="SCOPE2", behaviour="silent")
+    image = await fleet.upload("2.0.0")
+    waves = [{"name": "all"}]
+    mine = await ota.campaign(name="mine", image_id=image["id"], target={"markets": ["SCOPE1"]}, waves=waves)
+    theirs = await ota.campaign(name="theirs", image_id=image["id"], target={"markets": ["SCOPE2"]}, waves=waves)
+    await fleet.add_devices(1, market="SCOPE1", behaviour="silent")  # the others are busy in mine / theirs
+    await fleet.add_devices(1, market="SCOPE2", behaviour="silent")
+    both = await ota.campaign(name="both", image_id=image["id"], target={"markets": ["SCOPE1", "SCOPE2"]},
+                              waves=waves)
+    body = {"username": "scopedmaint", "password": "correct horse battery", "role": "maintainer",
+            "markets": ["SCOPE1"]}
+    assert (await ota.api.post("/api/v1/users", json=body, headers=ADMIN)).status_code == 201
+    login = await ota.api.post("/api/v1/auth/login", json={"username": "scopedmaint",
+                                                           "password": "correct horse battery"})
+    me = {"Authorization": f"Bearer {login.json()['token']}"}
+    base = "/api/v1/firmware/campaigns"
+
+    listed = (await ota.api.get(base, params={"limit": 500}, headers=me)).json()
+    assert {c["id"] for c in listed["items"]} == {mine["id"], both["id"]} and listed["total"] == 2
+    everything = {c["id"] for c in (await ota.api.get(base, params={"limit": 500}, headers=ADMIN)).json()["items"]}
+    assert {mine["id"], theirs["id"], both["id"]} <= everything
+    assert (await ota.api.get(f"{base}/{theirs['id']}", headers=me)).status_code == 404
+    assert (await ota.api.get(f"{base}/{theirs['id']}/jobs", headers=me)).status_code == 404
+    assert (await ota.api.get(f"{base}/{mine['id']}", headers=me)).status_code == 200
+    my_jobs = (await ota.api.get(f"{base}/{mine['id']}/jobs", headers=me)).json()
+    assert my_jobs["total"] == 2
+    seen = [j["device_id"] for j in (await ota.api.get(f"{base}/{both['id']}/jobs", headers=me)).json()["items"]]
+    assert len(seen) == 1 and await Device.get(id=seen[0]).values_list("market_id", flat=True) == "SCOPE1"
+    assert (await ota.api.get(f"{base}/{both['id']}/jobs", headers=ADMIN)).json()["total"] == 2
+    their_job = (await ota.api.get(f"{base}/{theirs['id']}/jobs", headers=ADMIN)).json()["items"][0]
+    assert (await ota.api.get(f"/api/v1/firmware/jobs/{their_job['id']}/transitions", headers=me)).status_code == 404
+
+    assert (await ota.api.post(f"{base}/{theirs['id']}/pause", headers=me)).status_code == 404
+    refused = await ota.api.post(f"{base}/{both['id']}/pause", headers=me)
+    assert refused.status_code == 403 and "outside your markets" in refused.text
+    assert (await ota.api.post(f"{base}/{mine['id']}/pause", headers=me)).json()["state"] == "paused"
+    assert (await ota.api.get(f"{base}/{both['id']}", headers=ADMIN)).json()["state"] == "running"
+
+    for target, code in (({}, 403), ({"markets": ["SCOPE2"]}, 403), ({"markets": ["SCOPE1"]}, 201)):
+        created = await ota.api.post(base, json={"name": "new", "image_id": image["id"], "target": target,
+                                                 "waves": waves}, headers=me)
+        assert created.status_code == code, created.text
