@@ -32,10 +32,6 @@ __all__ = ["TransportUnavailable", "command_transport", "send_command", "start_t
 log = logging.getLogger(__name__)
 
 
-HTTP_DEVICE_RATE_PER_S = 5.0
-HTTP_DEVICE_BURST = 50
-
-
 class TransportUnavailable(MarketFleetError):
     """A transport cannot start (e.g. its port is taken); the message says which setting to change."""
 
@@ -55,7 +51,8 @@ async def start_transports(
     seen = (lambda device_id: presence.seen(device_id, reason="uplink")) if presence is not None else None
     # HTTP ingest (api/routes/ingest.py) finds its per-device limit here: a detector uploads results in batches,
     # so a few requests a second is plenty; more is a device (or a script) gone wrong.
-    services: dict[str, Any] = {"ingest_limiter": RateLimiter(HTTP_DEVICE_RATE_PER_S, HTTP_DEVICE_BURST)}
+    limiter = RateLimiter(settings.api.device_upload_rate, settings.api.device_upload_burst)
+    services: dict[str, Any] = {"ingest_limiter": limiter}
     if settings.coap.enabled:
         from broker.coap import CoapServer
 

@@ -135,6 +135,9 @@ class ApiSettings(BaseModel):
     ip_rate: float = Field(default=200.0, gt=0)
     ip_burst: float = Field(default=1000.0, ge=1)
     rate_limits: bool = True
+    # HTTP ingest uploads per second per device (detectors send results in batches) and the burst; 429 beyond
+    device_upload_rate: float = Field(default=5.0, gt=0)
+    device_upload_burst: int = Field(default=50, ge=1)
     # several `--role api` processes on one machine share `port` (SO_REUSEPORT; docs/scale-out.md)
     reuse_port: bool = False
     # per-process device lookup cache: entries, and seconds another process's change may stay unseen (0: off)
