@@ -50,12 +50,16 @@ def _dialect(conn: Any) -> str:
     return str(conn.capabilities.dialect)
 
 
+# On SQLite every statement goes through execute_query: the driver's executescript() COMMITs an open
+# transaction first, which would end restore's transaction half-way.
+
+
 async def install(conn: Any) -> None:
-    """Create the guard (idempotent on SQLite through DROP first, on PostgreSQL through the migration order)."""
+    """Create the guard (idempotent: drops an existing one first)."""
     if _dialect(conn) == "sqlite":
         for name, create in SQLITE_TRIGGERS.items():
-            await conn.execute_script(f"DROP TRIGGER IF EXISTS {name}")
-            await conn.execute_script(create)
+            await conn.execute_query(f"DROP TRIGGER IF EXISTS {name}")
+            await conn.execute_query(create)
     elif _dialect(conn) == "postgres":
         for statement in POSTGRES_DOWN + POSTGRES_UP:
             await conn.execute_script(statement)
@@ -66,7 +70,7 @@ async def install(conn: Any) -> None:
 async def uninstall(conn: Any) -> None:
     if _dialect(conn) == "sqlite":
         for name in SQLITE_TRIGGERS:
-            await conn.execute_script(f"DROP TRIGGER IF EXISTS {name}")
+            await conn.execute_query(f"DROP TRIGGER IF EXISTS {name}")
     elif _dialect(conn) == "postgres":
         for statement in POSTGRES_DOWN:
             await conn.execute_script(statement)

@@ -284,8 +284,14 @@ async def restore(settings: Settings, archive: Path, *, replace: bool = False,
                     f"MarketFleet version that made it, then upgrade (first backup migration: {missing[:1]})"
                 )
             models = registry_models()
-            await _ensure_empty(models, replace)
-            async with in_transaction():
+            filled = await _check_empty(models, replace)
+            # One transaction: emptying (with --replace) and loading, so a failed restore leaves the registry,
+            # its audit log included, as it was.
+            async with in_transaction() as conn:
+                if filled:
+                    async with writable_audit_log(conn):  # the audit log's one permitted delete
+                        for model in reversed(models):
+                            await model.all().delete()
                 for model in models:
                     member = _member(model)
                     count = await _load_table(model, work / member, progress)
@@ -306,19 +312,15 @@ def _restore_files(files: Path, data_dir: Path) -> None:
         shutil.copytree(files, data_dir, dirs_exist_ok=True)
 
 
-async def _ensure_empty(models: Iterable[type[Model]], replace: bool) -> None:
-    models = list(models)
+async def _check_empty(models: Iterable[type[Model]], replace: bool) -> bool:
+    """Whether the registry has rows to delete first; refuses them unless `replace`."""
     filled = [m.__name__ for m in models if await m.all().exists()]
-    if not filled:
-        return
-    if not replace:
+    if filled and not replace:
         raise BackupError(
             f"the registry is not empty ({', '.join(filled[:5])}{' …' if len(filled) > 5 else ''} have rows); "
             "restore into a fresh database, or pass --replace to delete what is there first"
         )
-    async with in_transaction() as conn, writable_audit_log(conn):  # the audit log's one permitted delete
-        for model in reversed(models):
-            await model.all().delete()
+    return bool(filled)
 
 
 @contextlib.contextmanager

@@ -7,7 +7,10 @@ archive's and leaves the guard in place.
 
 from __future__ import annotations
 
+import io
+import json
 import sqlite3
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -20,7 +23,7 @@ from accounts.models import AuditEntry, Role, Session
 from accounts.permissions import Principal
 from accounts.service import Accounts, Unauthorised, UserCreate, audit
 from marketfleet import db
-from marketfleet.backup import backup, restore
+from marketfleet.backup import BackupError, backup, restore
 from marketfleet.platform import running_platform
 from tests.integration.test_backup import make_settings, populate, snapshot
 
@@ -155,5 +158,42 @@ async def test_restore_replace_replaces_the_audit_log_and_keeps_it_guarded(
             await AuditEntry.all().delete()
         await audit(ALICE, "login")  # and new entries follow the restored ones
         assert await AuditEntry.all().count() == 4
+    finally:
+        await db.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+async def test_a_failed_restore_replace_leaves_the_registry_and_its_audit_log_as_they_were(
+    backend: str, tmp_path: Path, registry_url_factory
+) -> None:
+    source = make_settings(tmp_path / "a", registry_url_factory(backend))
+    await populate(source)
+    archive = tmp_path / "a.tar.gz"
+    await backup(source, archive)
+    # An archive whose audit log turns out shorter than its manifest says, found only while loading.
+    broken = tmp_path / "broken.tar.gz"
+    with tarfile.open(archive) as src, tarfile.open(broken, "w:gz") as dst:
+        for member in src.getmembers():
+            data = src.extractfile(member).read()  # type: ignore[union-attr]
+            if member.name == "manifest.json":
+                manifest = json.loads(data)
+                manifest["counts"]["registry/accounts.AuditEntry.jsonl"] += 1
+                data = json.dumps(manifest).encode()
+            member.size = len(data)
+            dst.addfile(member, io.BytesIO(data))
+
+    target = make_settings(tmp_path / "b", registry_url_factory(backend))
+    await db.connect(target.registry_url)
+    try:
+        await write_some_entries()
+    finally:
+        await db.close()
+    before = await snapshot(target)
+    with pytest.raises(BackupError, match=r"accounts\.AuditEntry\.jsonl: restored 0 rows, the manifest says 1"):
+        await restore(target, broken, replace=True)
+    assert (await snapshot(target))["tables"] == before["tables"]  # nothing deleted, the audit log included
+    await db.connect(target.registry_url)
+    try:
+        assert await append_only.guarded(Tortoise.get_connection("default"))
     finally:
         await db.close()
