@@ -24,19 +24,22 @@ def encode_ack(ack: Ack) -> bytes:
     return json.dumps(ack.to_json(), separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def merge_acks(first: Ack, second: Ack) -> Ack:
+def merge_acks(first: Ack, *more: Ack) -> Ack:
+    if not more:
+        return first
+    acks = (first, *more)
     return Ack(
         first.device_id,
-        seqs=[*first.seqs, *second.seqs],
-        high=max(first.high, second.high),
-        rejected=[*first.rejected, *second.rejected],
+        seqs=[seq for ack in acks for seq in ack.seqs],
+        high=max(ack.high for ack in acks),
+        rejected=[r for ack in acks for r in ack.rejected],
     )
 
 
 class AckPublisher:
     def __init__(self, publish: Callable[[str, bytes], Awaitable[None]]) -> None:
         self._publish = publish
-        self._pending: dict[str, Ack] = {}
+        self._pending: dict[str, list[Ack]] = {}  # merged when sent
         self._scheduled = False
         self._tasks: set[asyncio.Task[None]] = set()
         self.sent = 0
@@ -49,6 +52,10 @@ class AckPublisher:
     def send(self, topic: str, ack: Ack) -> None:
         self._add(topic, ack)
 
+    def reply_to(self, topic: str) -> Callable[[Ack], None]:
+        """A callback that publishes the ack it is given on `topic` (for `IngestPipeline.push`)."""
+        return partial(self._add, topic)
+
     def _done(self, topic: str, future: asyncio.Future[Ack]) -> None:
         if future.cancelled() or future.exception() is not None:
             return
@@ -56,7 +63,10 @@ class AckPublisher:
 
     def _add(self, topic: str, ack: Ack) -> None:
         waiting = self._pending.get(topic)
-        self._pending[topic] = ack if waiting is None else merge_acks(waiting, ack)
+        if waiting is None:
+            self._pending[topic] = [ack]
+        else:
+            waiting.append(ack)
         if not self._scheduled:
             # Runs after the other callbacks of this batch, which are already queued.
             self._scheduled = True
@@ -66,7 +76,7 @@ class AckPublisher:
         self._scheduled = False
         pending, self._pending = self._pending, {}
         if pending:
-            task = asyncio.create_task(self._send(pending))
+            task = asyncio.create_task(self._send({topic: merge_acks(*acks) for topic, acks in pending.items()}))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 

@@ -7,7 +7,9 @@ store sees one write per batch instead of one per message.
 
 `enqueue` waits while `max_pending` items are queued (back-pressure on the transport). `process` must return
 one answer per item; if it raises, `on_error(item, exc)` supplies each item's answer, so callers never see
-the exception.
+the exception. An item's answer goes to a future (`enqueue`, `enqueue_nowait`) or, cheaper for a transport that
+takes thousands of items a second, straight to a callback (`push`): no future and no event-loop callback per
+item.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, Union
 
 __all__ = ["Batcher"]
 
@@ -26,6 +28,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+# where an item's answer goes: a future, or a callback run from the batch task
+_Target = Union["asyncio.Future[R]", Callable[[R], None]]
 
 
 class Batcher(Generic[T, R]):
@@ -49,7 +54,7 @@ class Batcher(Generic[T, R]):
         self.max_pending = max_pending
         self._size = size
         self.name = name
-        self._queue: collections.deque[tuple[T, asyncio.Future[R], float, int]] = collections.deque()
+        self._queue: collections.deque[tuple[T, _Target[R], float, int]] = collections.deque()
         self._queued_bytes = 0
         self._wakeup = asyncio.Event()
         self._space = asyncio.Event()
@@ -79,9 +84,8 @@ class Batcher(Generic[T, R]):
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         while self._queue:
-            item, future, _, _ = self._queue.popleft()
-            if not future.done():
-                future.set_result(self._on_error(item, RuntimeError(f"{self.name} closed")))
+            item, target, _, _ = self._queue.popleft()
+            self._answer(target, self._on_error(item, RuntimeError(f"{self.name} closed")))
 
     @property
     def pending(self) -> int:
@@ -96,16 +100,26 @@ class Batcher(Generic[T, R]):
 
     def enqueue_nowait(self, item: T) -> asyncio.Future[R]:
         """Queue an item without waiting for space (the caller applies its own limit)."""
+        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
+        self._put(item, future)
+        return future
+
+    def push(self, item: T, reply: Callable[[R], None]) -> None:
+        """Queue an item without waiting for space; `reply(answer)` is called from the batch task when its batch
+        is done (an exception it raises is logged, the other items' replies still run)."""
+        self._put(item, reply)
+
+    def _put(self, item: T, target: _Target[R]) -> None:
         if self._closing:
             raise RuntimeError(f"{self.name} is closed")
-        future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         size = self._size(item)
-        self._queue.append((item, future, time.monotonic(), size))
+        queue = self._queue
+        queue.append((item, target, time.monotonic(), size))
         self._queued_bytes += size
-        if len(self._queue) >= self.max_pending:
+        if len(queue) >= self.max_pending:
             self._space.clear()
-        self._wakeup.set()
-        return future
+        if not self._wakeup.is_set():
+            self._wakeup.set()
 
     async def enqueue(self, item: T) -> asyncio.Future[R]:
         """Queue an item once there is room; the future resolves with its answer."""
@@ -134,24 +148,24 @@ class Batcher(Generic[T, R]):
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wait_full(), remaining)
             batch_items: list[T] = []
-            futures: list[asyncio.Future[R]] = []
+            targets: list[_Target[R]] = []
             taken_bytes = 0
             while queue and len(batch_items) < self.max_items and (not batch_items or taken_bytes < self.max_bytes):
-                item, future, _, size = queue.popleft()
+                item, target, _, size = queue.popleft()
                 taken_bytes += size
                 batch_items.append(item)
-                futures.append(future)
+                targets.append(target)
             self._queued_bytes -= taken_bytes
             if len(queue) < self.max_pending:
                 self._space.set()
-            await self._run_batch(batch_items, futures)
+            await self._run_batch(batch_items, targets)
 
     async def _wait_full(self) -> None:
         while len(self._queue) < self.max_items and self._queued_bytes < self.max_bytes and not self._closing:
             self._wakeup.clear()
             await self._wakeup.wait()
 
-    async def _run_batch(self, items: list[T], futures: list[asyncio.Future[R]]) -> None:
+    async def _run_batch(self, items: list[T], targets: list[_Target[R]]) -> None:
         self.batches += 1
         self.items += len(items)
         try:
@@ -161,6 +175,16 @@ class Batcher(Generic[T, R]):
         except Exception as exc:
             log.exception("%s: batch of %d failed", self.name, len(items))
             answers = [self._on_error(item, exc) for item in items]
-        for future, answer in zip(futures, answers, strict=True):
-            if not future.done():
-                future.set_result(answer)
+        answer_to = self._answer
+        for target, answer in zip(targets, answers, strict=True):
+            answer_to(target, answer)
+
+    def _answer(self, target: _Target[R], answer: R) -> None:
+        if isinstance(target, asyncio.Future):
+            if not target.done():
+                target.set_result(answer)
+            return
+        try:
+            target(answer)
+        except Exception:
+            log.exception("%s: a reply callback failed", self.name)

@@ -21,6 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
 
 import cbor2
+from pydantic_core import from_json
 
 from fleet.envelope import DeviceMessage
 
@@ -77,6 +78,14 @@ def detect_format(body: bytes) -> Literal["json", "cbor"]:
 def _load(body: bytes, content_format: ContentFormat) -> Any:
     fmt = detect_format(body) if content_format == "auto" else content_format
     if fmt == "json":
+        try:
+            # pydantic-core's JSON parser (Rust) is ~5x faster than json.loads on small bodies. Where the two
+            # differ they differ only by what from_json refuses (lone surrogates, UTF-16/32 or BOM-prefixed
+            # bodies, nesting past 200, and of course broken JSON): those fall through to json.loads, which then
+            # gives exactly the old answer or the old error text (tests compare the two on generated bodies).
+            return from_json(body)
+        except ValueError:
+            pass
         try:
             return json.loads(body)
         except UnicodeDecodeError as err:

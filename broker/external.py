@@ -25,6 +25,7 @@ import logging
 import os
 import socket
 import uuid
+from collections.abc import Callable
 from types import TracebackType
 from typing import Final, Literal, Self
 
@@ -35,7 +36,7 @@ from broker.acks import AckPublisher
 from broker.ingest import IngestPipeline
 from broker.mqtt_socket import coalesce_paho_io
 from broker.presence import PresenceTracker
-from broker.uplink import Uplink
+from broker.uplink import Ack, Uplink
 
 __all__ = ["ExternalIngest"]
 
@@ -78,6 +79,7 @@ class ExternalIngest:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._routes: dict[str, tuple[str, str, str] | None] = {}
+        self._replies: dict[str, Callable[[Ack], None]] = {}  # ack topic -> AckPublisher callback
 
     async def start(self, wait_connected_s: float | None = 10.0) -> None:
         """Start the worker; by default wait until it is subscribed (raises TimeoutError if it cannot)."""
@@ -204,7 +206,12 @@ class ExternalIngest:
             return  # over the device's rate: dead-lettered, not acknowledged
         # Past `max_pending` the uplink is queued all the same: paho has already acknowledged it to the broker
         # (PUBACK on receipt, as before), so holding it back would only move the queue elsewhere.
-        self.acks.track(pipeline.enqueue_nowait(uplink), ack_topic)
+        reply = self._replies.get(ack_topic)
+        if reply is None:
+            if len(self._replies) >= _MAX_ROUTES:
+                self._replies.clear()
+            reply = self._replies[ack_topic] = self.acks.reply_to(ack_topic)
+        pipeline.push(uplink, reply)
 
 
 _UNKNOWN: Final = object()

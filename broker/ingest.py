@@ -253,6 +253,11 @@ class IngestPipeline:
         """Queue an uplink without waiting (check `has_room` first, or the queue grows past `max_pending`)."""
         return self._batcher.enqueue_nowait(uplink)
 
+    def push(self, uplink: Uplink, reply: Callable[[Ack], None]) -> None:
+        """Queue an uplink without waiting; `reply(ack)` runs from the batch task once its batch is stored (or
+        failed). For transports that take thousands of uplinks a second: no future per uplink."""
+        self._batcher.push(uplink, reply)
+
     @property
     def has_room(self) -> bool:
         return self._batcher.has_room

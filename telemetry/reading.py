@@ -68,15 +68,29 @@ def _check_name(kind: str, name: object) -> None:
             raise ValueError(f"{kind} must not contain newline/CR/tab: {name!r}")
 
 
-# Field keys that passed the checks below: the same few keys come with every reading (ingest's hot path).
+# Field keys, and names (device ids, measurements, tag keys and values), that passed the checks below: the same
+# few come with every reading (ingest's hot path), so each is checked once and then found in a set.
 _CHECKED_KEYS: set[str] = set()
+_CHECKED_NAMES: set[str] = set()
 _CHECKED_MAX: Final = 10_000
+_NAMES_MAX: Final = 200_000  # device ids are among them
 
 
 def _remember(key: str) -> None:
     if len(_CHECKED_KEYS) >= _CHECKED_MAX:
         _CHECKED_KEYS.clear()
     _CHECKED_KEYS.add(key)
+
+
+def _check_known(kind: str, name: object) -> None:
+    """`_check_name`, remembering names that pass (exact str only: a subclass could compare equal)."""
+    if type(name) is str and name in _CHECKED_NAMES:
+        return
+    _check_name(kind, name)
+    if type(name) is str:
+        if len(_CHECKED_NAMES) >= _NAMES_MAX:
+            _CHECKED_NAMES.clear()
+        _CHECKED_NAMES.add(name)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +120,8 @@ class Reading:
             if tz is None or ts.utcoffset() is None:
                 raise ValueError(f"Reading.ts must be timezone-aware, got naive {ts!r}")
             object.__setattr__(self, "ts", ts.astimezone(UTC))
-        _check_name("device_id", self.device_id)
-        _check_name("measurement", self.measurement)
+        _check_known("device_id", self.device_id)
+        _check_known("measurement", self.measurement)
         if self.measurement[0] == "#":
             raise ValueError(f"measurement must not start with '#' (a line-protocol comment): {self.measurement!r}")
         fields = self.fields
@@ -131,8 +145,9 @@ class Reading:
         tags = self.tags
         if tags:
             for key, value in tags.items():
-                _check_name("tag key", key)
-                _check_name(f"tag {key!r} value", value)
+                _check_known("tag key", key)
+                if type(value) is not str or value not in _CHECKED_NAMES:
+                    _check_known(f"tag {key!r} value", value)
                 if key in RESERVED_TAG_KEYS:
                     raise ValueError(f"tag key {key!r} is reserved")
             if not tags.keys().isdisjoint(fields):

@@ -7,8 +7,10 @@ from datetime import UTC, datetime
 
 import cbor2
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from broker.codec import MessageError, UplinkError, decode_uplink, detect_format, parse_message, parse_ts
+from broker.codec import MessageError, UplinkError, _load, decode_uplink, detect_format, parse_message, parse_ts
 from fleet.envelope import DeviceMessage
 
 pytestmark = pytest.mark.timeout(30)
@@ -113,3 +115,47 @@ def test_decoded_messages_are_the_models_model_construct_would_build() -> None:
         assert fast.model_fields_set == slow.model_fields_set
         assert fast.model_dump_json() == slow.model_dump_json()
         assert fast.model_copy(update={"seq": 9}).seq == 9
+
+
+# ---------------------------------------------------------------- the fast JSON parser answers as json.loads
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**80), 2**80) | st.floats(allow_nan=False)
+    | st.text(st.characters(codec="utf-8")),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=8), inner, max_size=5),
+    max_leaves=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_json_values, indent=st.sampled_from([None, 1]))
+def test_any_json_document_decodes_as_json_loads_reads_it(value: object, indent: int | None) -> None:
+    body = json.dumps({"seq": 1, "payload": {"v": value}}, indent=indent).encode()
+    assert decode_uplink(body) == [parse_message(json.loads(body), None)]
+
+
+def _json_loads_answer(body: bytes) -> tuple[str, object]:
+    """The answer of a body when it was parsed with json.loads alone: its value, or the detail devices got."""
+    try:
+        return "value", repr(json.loads(body))
+    except UnicodeDecodeError as err:
+        return "error", f"body is not UTF-8 JSON: {err.reason} at byte {err.start}"
+    except json.JSONDecodeError as err:
+        return "error", f"body is not JSON: {err.msg} at line {err.lineno} column {err.colno}"
+    except RecursionError:
+        return "error", "body is not JSON: nested too deeply"
+
+
+@settings(max_examples=400, deadline=None)
+@given(body=st.one_of(
+    st.binary(max_size=40).map(lambda b: b"{" + b),
+    st.text(max_size=40).map(lambda t: ("{" + t).encode("utf-8", "surrogatepass")),
+    st.sampled_from([b'{"a":"\\ud800"}', b'\xef\xbb\xbf{"a":1}', '{"a":1}'.encode("utf-16"), b"[" * 300 + b"]" * 300,
+                     b'{"a":NaN}', b'{"a":1} x', b'{"a":"\xed\xa0\x80"}', b'{"a":"x\ny"}', b"[1,]"]),
+))
+def test_odd_bodies_get_the_same_value_or_error_text_as_with_json_loads_alone(body: bytes) -> None:
+    try:
+        answer: tuple[str, object] = ("value", repr(_load(body, "json")))
+    except UplinkError as err:
+        answer = ("error", err.detail)
+    assert answer == _json_loads_answer(body)
