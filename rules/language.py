@@ -241,7 +241,8 @@ _EXTRA_PLACEHOLDERS: dict[str, set[str]] = {
     "match": set(),
     "baseline": {"baseline", "deviation_pct", "samples"},
     "metrology": {"owner", "holder", "stall", "count", "devices", "due_on"},
-    "telemetry_spool": {"host", "directory", "fill_percent", "spool_bytes", "max_bytes", "batches", "refused"},
+    "telemetry_spool": {"host", "directory", "fill_percent", "spool_bytes", "max_bytes", "batches", "refused",
+                        "reason"},
 }
 _DEFAULT_MESSAGES = {
     "threshold": "{rule_name}: {device_id} {field} = {value} ({op} {threshold})",

@@ -518,7 +518,10 @@ class RulesService:
         element = f"{host}:{status.directory}"
         context = {"host": host, "directory": status.directory, "fill_percent": status.fill_percent,
                    "spool_bytes": status.bytes, "max_bytes": status.max_bytes, "batches": status.batches,
-                   "refused": status.refused}
+                   "refused": status.refused,
+                   # Why it refuses: a full disk under the spool long before the spool's own limit reads differently.
+                   "reason": "no space left on the disk under it" if status.disk_full
+                   else f"{status.fill_percent} % of its {status.max_bytes} bytes"}
         at = datetime.now(UTC).timestamp()
         holding = 0
         for rule_id, compiled in list(self.engine.rules.items()):

@@ -266,6 +266,7 @@ async def test_disk_full_under_the_spool_back_pressures_alerts_and_loses_nothing
                 assert metrics["refused"] >= 2 and metrics["fill_percent"] < 1  # far from its own 1 GiB limit
                 [alert] = await eventually(lambda: alerts(api, "active"), what="spool-full alert")
                 assert alert["severity"] == "critical" and alert["category"] == "platform"
+                assert "no space left on the disk" in alert["message"], alert["message"]
 
                 # Nothing torn: the segments hold exactly what was acknowledged while spooling.
                 lines = sum(len(p.decode().splitlines()) for p in segments_decode_whole(spool_dir))
