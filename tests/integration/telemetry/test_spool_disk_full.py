@@ -26,7 +26,9 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
+from telemetry import Reading
 from telemetry.spool import Spool, SpoolDiskFull, SpoolFull, decode_records, encode_record
+from telemetry.sqlite import SqliteStore
 from telemetry.store import StoreUnavailable, TelemetryError
 from tests.factories import ADMIN, create_vendor, ensure_market, sent_readings, serve_api, start_test_platform
 from tests.services import InfluxServer
@@ -160,6 +162,34 @@ def test_no_inode_left_refuses_a_new_segment_and_a_new_spool_says_why(tmp_path: 
         spool.append(b"after")
         assert drain(spool) == [*accepted[1:], b"after"]
         spool.close()
+
+
+async def test_the_sqlite_backend_on_a_full_disk_refuses_and_keeps_every_acknowledged_reading(tmp_path: Path) -> None:
+    """The SQLite telemetry backend has no spool: its database file is the store. A full disk under it is
+    back-pressure too (`StoreUnavailable`, retried by ingest) and never costs a stored reading."""
+    with small_filesystem(tmp_path / "fs", "512k") as fs:
+        (fs / "other.bin").write_bytes(b"\0" * 128 * 1024)
+        t0 = datetime.now(UTC) - timedelta(hours=1)
+        stored = 0
+
+        def batch(i: int) -> list[Reading]:
+            return [Reading(f"d{j}", "env.telemetry", t0 + timedelta(seconds=i), {"x": float(i), "note": "n" * 40},
+                            {"market": "M"}, seq=i) for j in range(20)]
+
+        async with SqliteStore(fs / "telemetry.sqlite3") as store:
+            with pytest.raises(StoreUnavailable, match="disk is full"):
+                for i in range(10_000):
+                    await store.write(batch(i))
+                    stored += 1
+            assert stored > 5
+            with pytest.raises(StoreUnavailable):
+                await store.write(batch(stored))  # still full
+            assert await store.count("d0") == stored
+        async with SqliteStore(fs / "telemetry.sqlite3") as store:  # reopened: intact, nothing half-written
+            assert await store.count("d0") == stored
+            (fs / "other.bin").unlink()  # room again
+            await store.write(batch(stored))
+            assert await store.count("d0") == stored + 1 and await store.count("d19") == stored + 1
 
 
 # ---------------------------------------------------------------- the platform: HTTP ingest, alert, InfluxDB
