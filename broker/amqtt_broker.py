@@ -56,9 +56,10 @@ from amqtt.events import BrokerEvents
 from amqtt.mqtt.connack import NOT_AUTHORIZED, ConnackPacket
 from amqtt.mqtt.constants import QOS_0, QOS_1, QOS_2
 from amqtt.plugins.base import BaseTopicPlugin
-from amqtt.session import OUTGOING, Session
+from amqtt.session import IncomingApplicationMessage, Session
 from amqtt.utils import format_client_message, gen_client_id
 
+from broker.amqtt_handler import MarketProtocolHandler
 from broker.subscriptions import RetainedIndex, SubscriptionIndex
 
 __all__ = ["UPSTREAM_PINS", "IndexedBroker", "MarketProtocolHandler"]
@@ -104,73 +105,31 @@ UPSTREAM_PINS: Final[dict[str, str]] = {
     "amqtt.mqtt.protocol.handler.ProtocolHandler.stop": "874ae8871911881f",
     "amqtt.adapters.StreamWriterAdapter.__init__": "9612036ac78e5ab2",
     "amqtt.mqtt.protocol.handler.ProtocolHandler._reader_loop": "93f3b8e4483040d0",
+    # broker/amqtt_handler.py: LightSession, the reader's fast path, the one-future client loop, inline hooks
+    "amqtt.session.Session.__init__": "ad7888c0daff2038",
+    "amqtt.session.Session._init_states": "63c76988bf4f81ce",
+    "amqtt.mqtt.protocol.handler.ProtocolHandler.__init__": "1d65aad5a7b47e7d",
+    "amqtt.mqtt.protocol.handler.ProtocolHandler.start": "684c58c16be73a2d",
+    "amqtt.mqtt.protocol.handler.ProtocolHandler._send_packet": "9f0ae4e325319652",
+    "amqtt.mqtt.protocol.handler.ProtocolHandler.handle_publish": "b8f1fd3212c7134e",
+    "amqtt.mqtt.protocol.handler.ProtocolHandler._handle_qos0_message_flow": "e7a88a9f360ff322",
+    "amqtt.mqtt.protocol.broker_handler.BrokerProtocolHandler.__init__": "95a1c78fecfdbffa",
+    "amqtt.mqtt.protocol.broker_handler.BrokerProtocolHandler.start": "f7637c34a27f905e",
+    "amqtt.mqtt.protocol.broker_handler.BrokerProtocolHandler.stop": "70e440da78e7178b",
+    "amqtt.mqtt.protocol.broker_handler.BrokerProtocolHandler.handle_subscribe": "7625fdfa3a8de496",
+    "amqtt.mqtt.protocol.broker_handler.BrokerProtocolHandler.handle_unsubscribe": "90d48fa79285c504",
+    "amqtt.mqtt.protocol.broker_handler.BrokerProtocolHandler.handle_disconnect": "63b454d06eab58f8",
+    "amqtt.mqtt.protocol.broker_handler.BrokerProtocolHandler.wait_disconnect": "ea4857d4707ef8d9",
+    "amqtt.broker.Broker._handle_subscription": "3dae18afa195209e",
+    "amqtt.broker.Broker._handle_unsubscription": "29253b1b63036d7a",
+    "amqtt.plugins.manager.PluginManager.__init__": "e3ac8fbbb6065af8",
+    "amqtt.plugins.manager.PluginManager.fire_event": "31212e4fc0010cdb",
+    "amqtt.plugins.manager.PluginManager._load_plugins": "522ef624ee50ed10",
+    "amqtt.adapters.StreamReaderAdapter.__init__": "2594a16cfbf64a25",
+    "amqtt.adapters.StreamWriterAdapter.write": "a204e5a548e08184",
 }
 
 _DRAIN_PER_CALL: Final = 256
-
-
-class MarketProtocolHandler(BrokerProtocolHandler):
-    """Upstream's broker-side protocol handler, plus keepalive enforcement and an activity hook."""
-
-    activity_hook: Callable[[str], None] | None = None
-
-    async def handle_pingreq(self, pingreq: Any) -> None:
-        hook = self.activity_hook
-        if hook is not None and self.session is not None and self.session.client_id:
-            hook(self.session.client_id)
-        await super().handle_pingreq(pingreq)
-
-    async def _handle_qos1_message_flow(self, app_message: Any) -> None:
-        # Upstream registers the PUBACK waiter only after sending the PUBLISH; on loopback (and under load) the
-        # PUBACK can be read while the send is still draining, is then "for an unknown pending message", and the
-        # delivery task times out 5 s later with a logged traceback. Same flow, waiter registered first.
-        if app_message.direction != OUTGOING or self.session is None or app_message.packet_id is None:
-            await super()._handle_qos1_message_flow(app_message)
-            return
-        if app_message.puback_packet:
-            raise AMQTTError(f"Message '{app_message.packet_id}' has already been acknowledged")
-        packet_id = app_message.packet_id
-        session = self.session
-        if packet_id not in session.inflight_out:
-            session.inflight_out[packet_id] = app_message
-        publish_packet = app_message.build_publish_packet(dup=app_message.publish_packet is not None)
-        waiter: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._puback_waiters[packet_id] = waiter
-        try:
-            await self._send_packet(publish_packet)
-            app_message.publish_packet = publish_packet
-            app_message.puback_packet = await asyncio.wait_for(waiter, timeout=5)
-        except TimeoutError:
-            raise TimeoutError(f"Timeout waiting for PUBACK for packet ID {packet_id}") from None
-        finally:
-            self._puback_waiters.pop(packet_id, None)
-            session.inflight_out.pop(packet_id, None)
-
-    async def stop(self) -> None:
-        # Close the socket before upstream cancels the reader task: on Python 3.11 `asyncio.wait_for` can swallow
-        # that cancellation when a packet arrives at the same moment, and upstream then waits for the reader
-        # until the keepalive runs out (seen: 90 s broker shutdowns, revocations that did not cut a busy
-        # device). A closed transport makes the reader see EOF and end on its own.
-        reader_task = self._reader_task
-        if reader_task is not None and reader_task is not asyncio.current_task() and not reader_task.done():
-            stream = getattr(self.writer, "_writer", None)  # amqtt.adapters.StreamWriterAdapter._writer
-            transport = getattr(stream, "transport", None)
-            if transport is not None and not transport.is_closing():
-                transport.close()
-        await super().stop()
-
-    def handle_read_timeout(self) -> None:
-        # The reader waited 1.5 × keepalive for any packet (see IndexedBroker._initialize_client_session):
-        # the client is gone. Closing here makes the broker publish its will (MQTT-3.1.2-24).
-        session = self.session
-        log.info("client %s silent for %ss, closing", session.client_id if session else "?",
-                 session.keep_alive if session else "?")
-        task = asyncio.ensure_future(self.handle_connection_closed())
-        _background.add(task)
-        task.add_done_callback(_background.discard)
-
-
-_background: set[asyncio.Future[Any]] = set()
 
 
 class _SubscriptionTable(dict[str, list[tuple[Session, int]]]):
@@ -307,6 +266,41 @@ class IndexedBroker(Broker):
                 return False
         return True
 
+    # ---------------------------------------------------------------- incoming PUBLISH
+
+    async def _fire_inline(self, event: str, **kwargs: Any) -> None:
+        """Call the plugins' handlers of `event` in turn, here, instead of one task per plugin (upstream)."""
+        for callback in self.plugins_manager._event_plugin_callbacks.get(event, ()):
+            try:
+                await callback(**kwargs)
+            except Exception:
+                log.exception("plugin handler of %s failed", event)
+
+    async def _deliver_incoming(
+        self, session: Session, handler: MarketProtocolHandler, message: IncomingApplicationMessage
+    ) -> bool:
+        """A PUBLISH read by `MarketProtocolHandler`: upstream's `_handle_message_delivery` without its queue hop.
+
+        The MESSAGE_RECEIVED hook (ingest) runs inline, so a device whose uplinks cannot be queued waits here and
+        TCP slows it down, instead of piling up one task per message. False closes the connection.
+        """
+        await self._fire_inline(BrokerEvents.MESSAGE_RECEIVED, client_id=session.client_id, message=message)
+        topic = message.topic
+        if not topic or "#" in topic or "+" in topic or topic.startswith("$"):
+            log.warning("%s: invalid PUBLISH topic %r (MQTT-4.7.3-1, -3.3.2-2, -4.7.2-1): closing the connection",
+                        session.client_id, topic[:100])
+            return False
+        if not await self._topic_filtering(session, topic, Action.PUBLISH):
+            log.info("%s not allowed to publish to %s", session.client_id, topic[:100])
+            return True
+        if BrokerEvents.MESSAGE_BROADCAST in self.plugins_manager._event_plugin_callbacks:
+            await self.plugins_manager.fire_event(BrokerEvents.MESSAGE_BROADCAST, client_id=session.client_id,
+                                                  message=message)
+        await self._broadcast_message(session, topic, message.data)
+        if message.retain:
+            await self.retain_message(session, topic, message.data, message.qos)
+        return True
+
     # ---------------------------------------------------------------- delivery
 
     async def _run_broadcast(self, running_tasks: deque[asyncio.Task[Any]]) -> None:
@@ -391,6 +385,8 @@ class IndexedBroker(Broker):
         except NoDataError as exc:
             raise AMQTTError(exc) from exc
         handler.activity_hook = self.activity_hook
+        if isinstance(handler, MarketProtocolHandler):
+            handler.deliver = self._deliver_incoming
 
         # Credentials first: a refused client must not disturb an existing session or connection.
         if not await self._authenticate(incoming, None):  # type: ignore[arg-type]
@@ -428,6 +424,42 @@ class IndexedBroker(Broker):
             if keep_alive > 0 else 0
         )
         return handler, session
+
+    async def _client_message_loop(self, client_session: Session, handler: BrokerProtocolHandler) -> None:
+        """Upstream's loop (subscriptions, unsubscriptions, queued messages, the disconnect), waiting on one future
+        per connection (`MarketProtocolHandler.wait_for_work`) instead of four tasks."""
+        if not isinstance(handler, MarketProtocolHandler):
+            await super()._client_message_loop(client_session, handler)
+            return
+        disconnect_waiter = handler._disconnect_waiter
+        if disconnect_waiter is None:  # the connection ended before the loop started
+            disconnect_waiter = asyncio.get_running_loop().create_future()
+            disconnect_waiter.set_result(None)
+        subscriptions, unsubscriptions = handler._pending_subscriptions, handler._pending_unsubscriptions
+        delivered = client_session.delivered_message_queue
+        loop = asyncio.get_running_loop()
+
+        def done(value: Any) -> asyncio.Future[Any]:
+            future = loop.create_future()
+            future.set_result(value)
+            return future
+
+        try:
+            while True:
+                while not subscriptions.empty():
+                    await self._handle_subscription(client_session, handler, done(subscriptions.get_nowait()))
+                while not unsubscriptions.empty():
+                    await self._handle_unsubscription(client_session, handler, done(unsubscriptions.get_nowait()))
+                while not delivered.empty():
+                    if not await self._handle_message_delivery(client_session, handler, done(delivered.get_nowait())):
+                        await handler.handle_connection_closed()
+                        break
+                if disconnect_waiter.done():
+                    await self._handle_disconnect(client_session, handler, disconnect_waiter)
+                    return
+                await handler.wait_for_work()
+        except asyncio.CancelledError:
+            log.debug("client loop of %s cancelled", client_session.client_id)
 
     async def _take_over(self, client_id: str) -> None:
         """MQTT-3.1.4-2: close the live connection of the same client id and wait for its disconnect handling."""

@@ -116,6 +116,10 @@ async def _serve(args: argparse.Namespace) -> None:
         else:  # external: ingest worker(s) of an anonymous Mosquitto
             service = setup(BrokerParams(mode="external", port=args.port, workers=args.workers), registry, store)
         await service.start()
+        if os.environ.get("MF_BENCH_GC"):
+            import gc
+
+            print(f"gc objects at start {len(gc.get_objects())}", file=sys.stderr, flush=True)
         _ready(info)
         await _wait_stdin_closed(stop)
         info = service.stats()
@@ -457,6 +461,29 @@ async def run(console: Any, quick: bool = False) -> list[dict[str, Any]]:
     return rows
 
 
+def _profile_on_signals(path: str) -> None:
+    """SIGUSR1 starts a cProfile of the broker process, SIGUSR2 stops it and writes `path`.<n> (one phase)."""
+    import cProfile
+    import signal
+
+    state: dict[str, Any] = {"n": 0, "profiler": None}
+
+    def start(*_: Any) -> None:
+        state["profiler"] = cProfile.Profile()
+        state["profiler"].enable()
+
+    def stop(*_: Any) -> None:
+        profiler = state["profiler"]
+        if profiler is not None:
+            profiler.disable()
+            profiler.dump_stats(f"{path}.{state['n']}")
+            state["n"] += 1
+            state["profiler"] = None
+
+    signal.signal(signal.SIGUSR1, start)
+    signal.signal(signal.SIGUSR2, stop)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     sub = parser.add_subparsers(dest="command", required=True)
@@ -474,7 +501,10 @@ def main() -> None:
 
         uvloop.install()
     profile = os.environ.get("MF_BENCH_PROFILE")  # write a cProfile of the broker process here
-    if profile:
+    if profile and os.environ.get("MF_BENCH_PROFILE_SIGNALS"):
+        _profile_on_signals(profile)
+        asyncio.run(_serve(args))
+    elif profile:
         import cProfile
 
         cProfile.runctx("asyncio.run(_serve(args))", globals(), {"args": args, "asyncio": asyncio}, profile)

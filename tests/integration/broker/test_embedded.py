@@ -288,3 +288,61 @@ async def test_a_device_gone_silent_is_cut_and_offline_after_its_keepalive(
     offline = await asyncio.wait_for(events.get(), 5)
     assert (offline.device_id, offline.online) == (device_id, False)
     await client.abort()
+
+
+async def test_a_publish_with_a_wildcard_topic_closes_only_that_connection(
+    service: BrokerService, registry: Registry, store: SqliteStore
+) -> None:
+    """MQTT-3.3.2-2: a topic name with '+' or '#' is a protocol violation; the broker ends that connection."""
+    (a, secret_a), (b, secret_b) = (await register(registry, 2)).items()
+    bad, _ = await connect(service, a, secret_a)
+    good, _ = await connect(service, b, secret_b)
+    bad.publish_nowait(f"mf/v1/M1/{a}/up/+", b'{"seq": 1}', 1)
+    await asyncio.wait_for(bad.closed.wait(), 10)
+    body = json.dumps({"seq": 1, "payload": env_payload()}).encode()
+    await good.publish(topics.up_topic("M1", b, "telemetry"), body)
+    assert (await next_ack(good))["seqs"] == [1]
+    assert await store.count(a) == 0
+    await good.disconnect()
+    await bad.abort()
+
+
+async def test_a_large_uplink_written_in_small_pieces_is_stored_and_acked(
+    service: BrokerService, registry: Registry, store: SqliteStore
+) -> None:
+    """The broker's packet reader: a 3-byte remaining length, and a packet arriving a few bytes at a time."""
+    from tests.integration.broker.mqtt_wire import encode_publish
+
+    [(device_id, secret)] = (await register(registry, 1)).items()
+    client, _ = await connect(service, device_id, secret)
+    batch = [{"seq": seq, "ts": 1_795_000_000_000 + seq, "payload": env_payload(seq)} for seq in range(300)]
+    body = json.dumps(batch).encode()
+    packet = encode_publish(topics.up_topic("M1", device_id, "telemetry"), body, 1, packet_id=4242)
+    assert packet[1] & 0x80 and packet[2] & 0x80  # remaining length takes three bytes
+    acked = client._expect(4, 4242)  # PUBACK
+    assert client.writer is not None
+    for start in range(0, len(packet), 7):
+        client.writer.write(packet[start : start + 7])
+        if start % 700 == 0:
+            await client.writer.drain()
+            await asyncio.sleep(0)
+    await asyncio.wait_for(acked, 10)
+    ack = await next_ack(client)
+    assert sorted(ack["seqs"]) == list(range(300)) and not ack["rejected"]
+    assert await store.count(device_id) == 300
+    await client.disconnect()
+
+
+async def test_a_device_that_pings_stays_connected_beyond_its_keepalive(
+    service: BrokerService, registry: Registry
+) -> None:
+    """The keepalive watchdog re-arms on every packet: PINGREQs every half keepalive keep the link up."""
+    [(device_id, secret)] = (await register(registry, 1, keepalive_s=5)).items()
+    client = WireClient()
+    assert await client.connect("127.0.0.1", service.params.port, device_id, device_id, secret, keepalive=1) == 0
+    for _ in range(8):  # 4 s: well past 1.5 × the 1 s keepalive
+        await client.ping()
+        await asyncio.sleep(0.5)
+    assert not client.closed.is_set()
+    assert service.presence.is_online(device_id)
+    await client.disconnect()
