@@ -61,7 +61,8 @@ class IngestMetrics(BaseModel):
     bus_dropped: dict[str, int] = Field(default_factory=dict, description="events a slow subscriber lost")
     telemetry_spool: dict[str, Any] | None = Field(
         default=None, description="InfluxDB write spool of this process: bytes, max_bytes, fill_percent, batches, "
-        "refused (writes refused while full), refusing, spooling; absent for SQLite telemetry")
+        "refused (writes refused while full), refusing, spooling, disk_full (the disk under it has no space left); "
+        "absent for SQLite telemetry")
 
 
 class EmqxAuthRequest(BaseModel):
