@@ -25,18 +25,20 @@ SESSION_COOKIE = "mf_session"
 ADMIN_TOKEN_PRINCIPAL = Principal(actor="admin-token", role=Role.ADMIN)
 
 
-def get_context(request: Request) -> ApiContext:
+# Dependencies are `async def` even when they do not await: FastAPI runs a plain `def` dependency in a worker
+# thread, a thread hop on every request (it halved the requests per second of a cached lookup; BENCHMARKS.md).
+async def get_context(request: Request) -> ApiContext:
     return request.app.state.ctx  # type: ignore[no-any-return]
 
 
 ContextDep = Annotated[ApiContext, Depends(get_context)]
 
 
-def get_registry(ctx: ContextDep) -> Registry:
+async def get_registry(ctx: ContextDep) -> Registry:
     return ctx.registry
 
 
-def get_accounts(ctx: ContextDep) -> Accounts:
+async def get_accounts(ctx: ContextDep) -> Accounts:
     return ctx.accounts
 
 

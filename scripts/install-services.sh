@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the real services the test suite talks to (PostgreSQL, InfluxDB 1.x,
 # Mosquitto with dynamic security, Chromium with CJK fonts for the dashboard
-# screenshots, libcoap3 tools) from Debian.
+# screenshots, libcoap3 tools, wrk for `marketfleet bench api`) from Debian.
 #
 # Idempotent: packages already installed (dpkg -s) are skipped. The system
 # daemons are NOT started: tests run private instances on free ports
@@ -11,11 +11,25 @@
 set -euo pipefail
 
 PACKAGES=(postgresql influxdb mosquitto mosquitto-clients chromium fonts-noto-cjk libcoap3-bin)
+# Installed when we can, never required: `marketfleet bench api` falls back to Python clients without it.
+OPTIONAL=(wrk)
 
 missing=()
 for pkg in "${PACKAGES[@]}"; do
     if ! dpkg -s "$pkg" >/dev/null 2>&1; then
         missing+=("$pkg")
+    fi
+done
+
+for pkg in "${OPTIONAL[@]}"; do
+    if ! dpkg -s "$pkg" >/dev/null 2>&1; then
+        if [ "$(id -u)" -eq 0 ] && { DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$pkg" >/dev/null 2>&1 \
+                || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$pkg" \
+                     >/dev/null 2>&1; }; }; then
+            echo "install-services: installed optional $pkg"
+        else
+            echo "install-services: optional $pkg not installed (apt-get install -y $pkg)" >&2
+        fi
     fi
 done
 

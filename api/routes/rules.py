@@ -43,7 +43,7 @@ router = APIRouter(tags=["rules"])
 
 
 
-def get_rules(ctx: ContextDep) -> RulesService:
+async def get_rules(ctx: ContextDep) -> RulesService:
     service = ctx.services.get("rules")
     if service is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "the rules service is not running")

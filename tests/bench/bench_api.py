@@ -16,8 +16,14 @@ The dashboard part also holds 1,000 open alerts (issue 10's measure), all in the
 rendered, bulk-created with the rules app's Alert model in the platform's SQLite registry after the devices are
 registered. `MF_BENCH_API_ONLY=first_render` runs only that setup, the overview rows and the first render.
 
-API part (`api_under_load`): device lookup, telemetry query and alert list at 100 / 500 / 2,000 clients, each
-against the same static ceiling in the same run (SJZ section 4: p99 ≤ 200 ms at 2,000 concurrent users).
+API part (`api_under_load`, alone with `MF_BENCH_API_ONLY=under_load`): a bare FastAPI "hello" (the ceiling,
+tests/bench/hello_server.py), device lookup (cached and mostly uncached), telemetry query and alert list at 100 /
+500 / 2,000 connections in a closed loop, then 2,000 users with a 1 s mean think time (about 2,000 requests/s
+offered), with 1 and then 2 `marketfleet serve --role api` processes sharing one port (SO_REUSEPORT) against
+one SQLite registry; the hello runs in as many processes, served the same way. The load comes from wrk
+(tests/bench/wrk_paths.lua; installed by scripts/install-services.sh) or, without it, from Python clients in
+this process (the `tool` column says which). SJZ section 4: p99 ≤ 200 ms at 2,000 concurrent users, ≥ 5,000
+req/s for cached lookups. docs/scale-out.md explains closed loop against users.
 """
 
 from __future__ import annotations
@@ -27,6 +33,8 @@ import contextlib
 import os
 import shutil
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -37,7 +45,17 @@ import httpx
 from rich.console import Console
 
 from tests.bench.bench_registry import KINDS, MARKETS, _seed
-from tests.bench.load import hammer, platform_process
+from tests.bench.load import (
+    hammer,
+    load_tool,
+    paced_load,
+    platform_process,
+    start_process,
+    stop_processes,
+    wait_idle,
+    wait_listening,
+    wrk_load,
+)
 from tests.services import find_free_port
 
 CHROMIUM = "/usr/bin/chromium"
@@ -179,6 +197,8 @@ async def run(console: Console, quick: bool = False) -> list[dict[str, Any]]:
     only = os.environ.get("MF_BENCH_API_ONLY", "")
     if only == "sse":
         return await sse_only(console, quick)
+    if only == "under_load":
+        return await api_under_load(console, quick)
     devices = 20_000 if quick else 100_000
     requests = 200 if quick else 500
     rows: list[dict[str, Any]] = []
@@ -249,31 +269,94 @@ async def _api_readings(data_dir: Path, device_ids: list[str]) -> None:
                                for n in range(360)])
 
 
+# Users with think time (the open-ish load): 2,000 users, each waiting on average THINK_MS between an answer and
+# their next request (exponentially distributed), offer about 2,000 / THINK_MS requests per ms. 1 s: 2,000 req/s.
+THINK_MS = 1_000.0
+USERS = 2_000
+# The cached lookup case asks for these many devices in turn: at the rates here each comes back well within the
+# cache's 2 s TTL, so nearly every answer is a hit; the 2,000-device case comes back after more than the TTL at
+# these rates per process, so most of its answers are read from the registry (a cache miss).
+HOT_DEVICES = 200
+
+
+def _api_env(home: Path, port: int) -> dict[str, str]:
+    """Every api process: one SQLite registry and telemetry file shared on this machine (WAL; the bench only
+    reads them), one port shared with SO_REUSEPORT, the same master key and admin token."""
+    return {
+        "MF_REGISTRY__URL": f"sqlite://{home / 'registry.sqlite3'}",
+        "MF_TELEMETRY__BACKEND": "sqlite", "MF_TELEMETRY__PATH": str(home / "telemetry.sqlite3"),
+        "MF_SECRET_KEY": "bench-api-shared-master-key", "MF_API__ADMIN_TOKEN": "bench-admin",
+        "MF_API__PORT": str(port), "MF_API__REUSE_PORT": "true",
+        "MF_API__RATE_LIMITS": "false",  # the load comes from one address on purpose
+        "MF_COAP__ENABLED": "false", "MF_BROKER__PORT": str(find_free_port()),
+    }
+
+
 async def api_under_load(console: Console, quick: bool) -> list[dict[str, Any]]:
-    """Device lookup, telemetry query (100 readings) and alert list at 100 / 500 / 2,000 concurrent clients, each
-    against `GET /api/v1/kinds` (static, no database: the ceiling of the stack here) in the same run."""
-    levels = (50, 200) if quick else (100, 500, 2_000)
+    """Hello ceiling, device lookup (cached), telemetry query (100 readings) and alert list (50 of 1,000 open) at
+    100 / 500 / 2,000 connections (closed loop), then 2,000 users with think time, with 1 and 2
+    `marketfleet serve --role api` processes sharing one port; the ceiling is a bare FastAPI "hello" served the
+    same way by as many processes (tests/bench/hello_server.py). `MF_BENCH_API_ONLY=under_load` runs only this."""
+    levels = (100, 500) if quick else (100, 500, 2_000)
+    seconds = 3.0 if quick else 6.0
+    tool = load_tool()
+    generate = wrk_load if tool == "wrk" else paced_load
+    if tool != "wrk":
+        console.print("[yellow]wrk not installed (scripts/install-services.sh installs it): the load comes from "
+                      "Python clients in this process, which bound the numbers below the platform's capacity[/]")
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp:
-        data_dir = Path(tmp)
-        with platform_process(data_dir) as (url, token):
-            device_ids = await _api_seed(url, token)
-            await _api_readings(data_dir, device_ids)
-            headers = {"Authorization": f"Bearer {token}"}
-            cases = {
-                "API device lookup": lambda n: f"/api/v1/admin/devices/{device_ids[n % API_DEVICES]}",
-                "API telemetry query (100 readings)": lambda n: (
-                    f"/api/v1/admin/devices/{device_ids[n % 200]}/telemetry?limit=100"),
-                "API alert list": lambda n: "/api/v1/alerts?limit=50",
-            }
-            for clients in levels:
-                total = max(500, clients * 2) if quick else max(2_000, clients * 3)
-                console.print(f"[dim]{clients} clients …[/]")
-                ceiling = await hammer(url, lambda n: "/api/v1/kinds", concurrency=clients, total=total,
-                                       headers=headers)
-                rows.append(ceiling.row("API ceiling GET /api/v1/kinds", clients=clients, **{"vs baseline": 1.0}))
-                for case, path in cases.items():
-                    result = await hammer(url, path, concurrency=clients, total=total, headers=headers)
-                    rows.append(result.row(case, clients=clients,
-                                           **{"vs baseline": round(result.rate / ceiling.rate, 2)}))
+        home = Path(tmp)
+        api_port, hello_port = find_free_port(), find_free_port()
+        env = _api_env(home, api_port)
+        api_procs: list[subprocess.Popen[bytes]] = []
+        hello_procs: list[subprocess.Popen[bytes]] = []
+        api_url, hello_url = f"http://127.0.0.1:{api_port}", f"http://127.0.0.1:{hello_port}"
+        headers = {"Authorization": "Bearer bench-admin"}
+        try:
+            cases: dict[str, list[str]] = {}
+            for processes in (1, 2):
+                while len(api_procs) < processes:
+                    n = len(api_procs)
+                    api_procs.append(start_process([sys.executable, "-m", "marketfleet", "serve", "--role", "api"],
+                                                   {**env, "MF_DATA_DIR": str(home / f"api-{n}")},
+                                                   home / "api.log"))
+                    wait_listening(api_port, len(api_procs), api_procs, home / "api.log")
+                    hello_procs.append(start_process([sys.executable, "-m", "tests.bench.hello_server",
+                                                      "127.0.0.1", str(hello_port)], {}, home / "hello.log"))
+                    wait_listening(hello_port, len(hello_procs), hello_procs, home / "hello.log")
+                if not cases:
+                    device_ids = await _api_seed(api_url, "bench-admin")
+                    await _api_readings(home, device_ids)
+                    alerts = await seed_open_alerts(home, "B1")
+                    cases = {
+                        "hello (bare FastAPI, the ceiling)": ["/hello"],
+                        f"device lookup (cached: {HOT_DEVICES} devices in turn)": [
+                            f"/api/v1/admin/devices/{d}" for d in device_ids[:HOT_DEVICES]],
+                        f"device lookup ({API_DEVICES:,} devices in turn: cache misses)": [
+                            f"/api/v1/admin/devices/{d}" for d in device_ids],
+                        "telemetry query (100 readings)": [
+                            f"/api/v1/admin/devices/{d}/telemetry?limit=100" for d in device_ids[:200]],
+                        f"alert list (50 of {alerts:,} open)": ["/api/v1/alerts?limit=50"],
+                    }
+                for paths in cases.values():  # warm up: caches of every process, SQLite pages
+                    url = hello_url if paths == ["/hello"] else api_url
+                    await generate(url, paths, connections=50, seconds=1, headers=headers, workdir=home)
+                    await wait_idle(api_procs + hello_procs)
+                console.print(f"[dim]{processes} api process(es), {tool}: closed loop at {levels} connections, "
+                              f"then {USERS:,} users …[/]")
+                for connections, think_ms in [(c, 0.0) for c in levels] + [(USERS, THINK_MS)]:
+                    ceiling = 0.0
+                    for case, paths in cases.items():
+                        url = hello_url if paths == ["/hello"] else api_url
+                        result = await generate(url, paths, connections=connections, headers=headers,
+                                                seconds=seconds * 2 if think_ms else seconds, think_ms=think_ms,
+                                                workdir=home)
+                        await wait_idle(api_procs + hello_procs)  # drained before the next case
+                        ceiling = ceiling or result.rate
+                        load = "closed loop" if not think_ms else f"users, {think_ms / 1000:g} s think"
+                        rows.append(result.row(case, processes=processes, connections=connections, load=load,
+                                               tool=tool, **{"vs hello": round(result.rate / ceiling, 2)}))
+        finally:
+            stop_processes(api_procs + hello_procs)
     return rows
