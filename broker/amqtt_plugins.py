@@ -3,10 +3,11 @@
 Listed in the broker config by dotted path (broker/embedded.py); amqtt builds them, then `EmbeddedBroker`
 hands each one the shared `BrokerHub` (`bind`), which holds the registry, the pipeline and presence.
 
-* `RegistryAuthPlugin`: username = client id = device id, password = the device secret, checked with
-  `Registry.check_device_secret`; plus one platform service account (settings) for internal clients.
-  Successful checks are cached for `auth_cache_s` (a reconnect storm of 5,000 devices must not cost 10,000
-  queries twice), but a revocation evicts the entry *and* closes the live connection at once
+* `RegistryAuthPlugin`: username = client id = device id, password = the device secret, checked by the rule
+  of `Registry.check_device_secret`, batched: `CredentialBatch` checks the CONNECTs that arrive together in
+  two queries; plus one platform service account (settings) for internal clients. Successful checks are
+  cached for `auth_cache_s` (a reconnect storm of 5,000 devices must not cost 10,000 queries twice), but
+  a revocation evicts the entry *and* closes the live connection at once
   (`BrokerHub.credential_revoked`, a `fleet.registry.CredentialListener`). A per-device generation counter
   closes the race of a revocation landing while a check or a CONNECT is in flight.
 * `DeviceTopicACL`: a device publishes only under `mf/v1/+/{its id}/up/…` and subscribes only to
@@ -21,6 +22,7 @@ hands each one the shared `BrokerHub` (`bind`), which holds the registry, the pi
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import logging
@@ -38,7 +40,8 @@ from broker.directory import DeviceDirectory, DeviceInfo
 from broker.ingest import IngestPipeline
 from broker.presence import PresenceTracker
 from broker.uplink import Ack, Uplink
-from fleet.models import Device
+from fleet.models import Credential, Device, DeviceStatus
+from fleet.secrets import secret_matches
 
 if TYPE_CHECKING:
     from broker.amqtt_broker import IndexedBroker
@@ -46,6 +49,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "BrokerHub",
+    "CredentialBatch",
     "CredentialCache",
     "DeviceTopicACL",
     "HubPlugin",
@@ -58,6 +62,78 @@ log = logging.getLogger(__name__)
 DEVICE_KEY: Final = "marketfleet.device"  # session.attributes: the device's DeviceInfo
 ROLE_KEY: Final = "marketfleet.role"  # "device" | "service"
 GENERATION_KEY: Final = "marketfleet.auth_generation"
+_CHUNK: Final = 500  # ids per IN (...) query: well under SQLite's variable limit
+
+
+async def check_device_secrets(secrets: dict[str, set[str]]) -> dict[str, tuple[Device, set[str]]]:
+    """`Registry.check_device_secret` for many devices in two queries: device id → (device, the secrets that match).
+
+    Same rule: the device's newest unrevoked credential must match and the device must be active. Used by
+    `CredentialBatch` so that a reconnect storm costs two queries per batch, not two per CONNECT.
+    """
+    ids = list(secrets)
+    current: dict[str, str] = {}
+    for chunk in (ids[i : i + _CHUNK] for i in range(0, len(ids), _CHUNK)):
+        rows = await Credential.filter(device_id__in=chunk, revoked_at=None).order_by("-id").values_list(
+            "device_id", "secret_hash"
+        )
+        for device_id, secret_hash in rows:
+            current.setdefault(device_id, secret_hash)  # newest first
+    matching: dict[str, set[str]] = {}
+    for device_id, candidates in secrets.items():
+        stored = current.get(device_id)
+        if stored is not None:
+            good = {secret for secret in candidates if secret_matches(secret, stored)}
+            if good:
+                matching[device_id] = good
+    found: dict[str, tuple[Device, set[str]]] = {}
+    matched = list(matching)
+    for chunk in (matched[i : i + _CHUNK] for i in range(0, len(matched), _CHUNK)):
+        for device in await Device.filter(id__in=chunk, status=DeviceStatus.ACTIVE):
+            found[device.id] = (device, matching[device.id])
+    return found
+
+
+class CredentialBatch:
+    """Coalesces the credential checks of concurrent CONNECTs: those arriving while a batch is being checked
+    form the next batch. One device alone waits for no one (its batch starts at the next loop turn)."""
+
+    def __init__(self, max_batch: int = 1000) -> None:
+        self.max_batch = max_batch
+        self._waiting: dict[str, list[tuple[str, asyncio.Future[Device | None]]]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self.batches = 0
+
+    async def check(self, device_id: str, secret: str) -> Device | None:
+        future: asyncio.Future[Device | None] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(device_id, []).append((secret, future))
+        if self._task is None:
+            self._task = asyncio.create_task(self._run(), name="mqtt-credential-batch")
+        return await future
+
+    async def _run(self) -> None:
+        try:
+            while self._waiting:
+                await asyncio.sleep(0)  # CONNECTs read in the same loop turn join this batch
+                batch: dict[str, list[tuple[str, asyncio.Future[Device | None]]]] = {}
+                for device_id in list(self._waiting)[: self.max_batch]:
+                    batch[device_id] = self._waiting.pop(device_id)
+                self.batches += 1
+                try:
+                    found = await check_device_secrets({d: {s for s, _f in w} for d, w in batch.items()})
+                except Exception as err:
+                    for waiters in batch.values():
+                        for _secret, future in waiters:
+                            if not future.done():
+                                future.set_exception(err)
+                    continue
+                for device_id, waiters in batch.items():
+                    device, good = found.get(device_id, (None, set()))
+                    for secret, future in waiters:
+                        if not future.done():
+                            future.set_result(device if secret in good else None)
+        finally:
+            self._task = None
 
 
 class CredentialCache:
@@ -106,6 +182,7 @@ class BrokerHub:
     service_username: str = ""
     service_password: str = ""
     credentials: CredentialCache = field(default_factory=CredentialCache)
+    batch: CredentialBatch = field(default_factory=CredentialBatch)
     broker: IndexedBroker | None = None
     acks: AckPublisher | None = None
     forbidden: int = 0
@@ -126,7 +203,7 @@ class BrokerHub:
         info = self.credentials.get(username, password)
         generation = self.credentials.generation(username)
         if info is None:
-            device = await self.registry.check_device_secret(username, password)
+            device = await self.batch.check(username, password)
             if device is None:
                 return False
             info = DeviceInfo.from_device(device)

@@ -346,3 +346,34 @@ async def test_a_device_that_pings_stays_connected_beyond_its_keepalive(
     assert not client.closed.is_set()
     assert service.presence.is_online(device_id)
     await client.disconnect()
+
+
+async def test_a_connect_storm_is_checked_in_batches_with_the_registrys_rule(
+    service: BrokerService, registry: Registry
+) -> None:
+    """Concurrent CONNECTs share registry queries (CredentialBatch), and each still gets its own right answer:
+    current secret → accepted; wrong, revoked, rotated-away secret or disabled device → CONNACK 5."""
+    from fleet.schemas import DeviceStatus, DeviceUpdate
+
+    creds = await register(registry, 60)
+    ids = sorted(creds)
+    good, wrong, revoked, rotated, disabled = ids[:30], ids[30:40], ids[40:45], ids[45:50], ids[50:60]
+    for device_id in revoked:
+        await registry.revoke_credentials(device_id)
+    new_secrets = {device_id: await registry.rotate_credential(device_id) for device_id in rotated}
+    for device_id in disabled:
+        await registry.update_device(device_id, DeviceUpdate(status=DeviceStatus.DISABLED))
+    attempts = [(d, creds[d], 0) for d in good] + [(d, creds[d] + "x", 5) for d in wrong]
+    attempts += [(d, creds[d], 5) for d in revoked + disabled]
+    attempts += [(d, creds[d], 5) for d in rotated] + [(d, new_secrets[d], 0) for d in rotated]
+    assert service.hub is not None
+    batches_before = service.hub.batch.batches
+    clients = [WireClient() for _ in attempts]
+    codes = await asyncio.gather(*(
+        client.connect("127.0.0.1", service.params.port, device_id, device_id, secret, within=30)
+        for client, (device_id, secret, _) in zip(clients, attempts, strict=True)
+    ))
+    # a rotated device connects twice at once (old and new secret): the accepted one may then be taken over
+    assert list(codes) == [expected for _, _, expected in attempts]
+    assert service.hub.batch.batches - batches_before < len(attempts) // 2
+    await asyncio.gather(*(client.abort() for client in clients))
