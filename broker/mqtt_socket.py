@@ -182,7 +182,11 @@ class CoalescingSocket:
                 except Exception:
                     log.exception("PUBLISH handler failed on %r", topic[:100])
             if ids:
+                # Out now rather than at the end of the loop turn: the broker sends a client only so many
+                # unacknowledged QoS 1 messages (Mosquitto's max_inflight_messages, 20 by default), and a batch
+                # that the pipeline runs before the next turn would hold up the next ones.
                 self._queue(b"".join([_PUBACK + packet_id for packet_id in ids]))
+                self._flush()
         return head
 
     def pending(self) -> int:

@@ -26,6 +26,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Final, Literal, Self, TypeVar
 
+from pydantic_core import PydanticSerializationError, to_json
+
 from telemetry.reading import Aggregate, Reading, from_epoch_us, to_epoch_us
 from telemetry.store import DownsampleEvery, StoreUnavailable, TelemetryError
 
@@ -68,6 +70,21 @@ _ROW_COLUMNS: Final = "device_id, measurement, ts, tags, fields, seq"
 _encode_fields = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode
 _encode_tags = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False).encode
 _decode = json.loads
+_TAGS_CACHE_MAX: Final = 4096
+
+
+_ascii_fields = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode
+_ascii_tags = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), sort_keys=True, allow_nan=False).encode
+
+
+def _fields_text(fields: dict[str, Any]) -> str:
+    """The fields as a JSON object: pydantic-core's encoder (~7x faster). A string with a lone surrogate (JSON
+    allows the escape) cannot be UTF-8: such fields are written as ASCII JSON escapes, which read back the same.
+    Floats may be spelled differently (0.00001 vs 1e-05), never valued differently."""
+    try:
+        return to_json(fields).decode()
+    except (PydanticSerializationError, ValueError):
+        return _ascii_fields(fields)
 
 
 def _row_to_reading(row: tuple[Any, ...]) -> Reading:
@@ -107,6 +124,7 @@ class SqliteStore:
         self._retention_interval = retention_interval
         self._synchronous = synchronous
         self._conn: sqlite3.Connection | None = None
+        self._tags_texts: dict[tuple[tuple[str, str], ...], str] = {}  # used on the connection's thread only
         self._executor: ThreadPoolExecutor | None = None
         self._retention_task: asyncio.Task[None] | None = None
         self._closed = False
@@ -216,15 +234,31 @@ class SqliteStore:
             return None
         return to_epoch_us(datetime.now(UTC)) - days * _US_PER_DAY
 
+    def _tags_text(self, tags: dict[str, str]) -> str:
+        """Canonical tags JSON, remembered: a device's tags are the same in every reading (ingest's hot path)."""
+        key = tuple(tags.items())
+        text = self._tags_texts.get(key)
+        if text is None:
+            text = _encode_tags(tags)
+            try:
+                text.encode()
+            except UnicodeEncodeError:  # a lone surrogate: ASCII escapes (UTF-8 text stays as it always was)
+                text = _ascii_tags(tags)
+            if len(self._tags_texts) >= _TAGS_CACHE_MAX:
+                self._tags_texts.clear()
+            self._tags_texts[key] = text
+        return text
+
     def _write_sync(self, readings: Sequence[Reading]) -> None:
         cutoff = self._cutoff_us()
+        tags_text = self._tags_text
         rows = [
             (
                 r.device_id,
                 r.measurement,
                 to_epoch_us(r.ts),
-                _encode_tags(r.tags) if r.tags else "{}",
-                _encode_fields(r.fields),
+                tags_text(r.tags) if r.tags else "{}",
+                _fields_text(r.fields),
                 r.seq,
             )
             for r in readings
