@@ -85,6 +85,8 @@ class TtlCache(Generic[K, V]):
 class DeviceView:
     """A device as the API shows it (DevicePublic's JSON) with what scoping needs."""
 
+    id: str
+    kind: str
     market_id: str | None
     vendor_id: int
     body: bytes
@@ -106,8 +108,8 @@ async def device_view(
         device = await Device.get_or_none(id=device_id)
         if device is None:
             raise NotFound(f"device {device_id!r} not found")
-        view = DeviceView(device.market_id, device.vendor_id,  # type: ignore[attr-defined]
-                          DevicePublic.model_validate(device).model_dump_json().encode())
+        view = DeviceView(device.id, str(device.kind), device.market_id,  # type: ignore[attr-defined]
+                          device.vendor_id, DevicePublic.model_validate(device).model_dump_json().encode())
         cache.put(device_id, view, token)
     if (markets is not None and view.market_id not in markets) or (vendor_id is not None
                                                                    and view.vendor_id != vendor_id):

@@ -10,6 +10,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 
 from api.auth import ContextDep, FleetRead, RegistryDep
 from fleet.errors import InvalidRequest
+from fleet.lookups import device_view
 from telemetry import TelemetryStore
 
 router = APIRouter(prefix="/api/v1/admin/devices", tags=["telemetry"])
@@ -42,9 +43,9 @@ async def device_readings(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> dict[str, Any]:
     """Readings of one channel with start ≤ ts < end, oldest first (at most `limit`)."""
-    device = await registry.get_device(device_id, markets=who.markets)
+    device = await device_view(registry.lookups, device_id, markets=who.markets)  # scoped, from the lookup cache
     start, end = _window(start, end)
-    readings = await _store(ctx).range(device.id, f"{device.kind.value}.{channel}", start, end, limit=limit)
+    readings = await _store(ctx).range(device.id, f"{device.kind}.{channel}", start, end, limit=limit)
     return {"device_id": device.id, "channel": channel, "start": start, "end": end,
             "readings": [{"ts": r.ts, "seq": r.seq, "fields": r.fields, "tags": r.tags} for r in readings]}
 
@@ -57,9 +58,9 @@ async def device_series(
     every: Literal["1m", "1h"] = "1m",
 ) -> dict[str, Any]:
     """Mean, min, max and count of a numeric telemetry field per minute or hour (empty buckets left out)."""
-    device = await registry.get_device(device_id, markets=who.markets)
+    device = await device_view(registry.lookups, device_id, markets=who.markets)
     start, end = _window(start, end)
-    buckets = await _store(ctx).downsample(device.id, f"{device.kind.value}.telemetry", field[:100], start, end,
+    buckets = await _store(ctx).downsample(device.id, f"{device.kind}.telemetry", field[:100], start, end,
                                            every)
     return {"device_id": device.id, "field": field, "every": every, "buckets": [
         {"ts": b.bucket, "mean": b.mean, "min": b.min, "max": b.max, "count": b.count} for b in buckets]}

@@ -65,6 +65,9 @@ async def test_scoping_applies_to_cached_devices(api: httpx.AsyncClient) -> None
         assert (await api.get(f"/api/v1/admin/devices/{in_a}", headers=ADMIN)).status_code == 200
     refused = await api.get(f"/api/v1/admin/devices/{in_b}", headers=manager)
     assert refused.status_code == 404 and in_b in refused.json()["detail"]
+    # The telemetry routes check scope through the same cached lookup.
+    assert (await api.get(f"/api/v1/admin/devices/{in_b}/telemetry", headers=manager)).status_code == 404
+    assert (await api.get(f"/api/v1/admin/devices/{in_a}/telemetry", headers=manager)).status_code == 200
     assert (await api.get(f"/api/v1/admin/devices/{in_a}", headers=manager)).json()["id"] == in_a
 
     # Moving a device out of the manager's market takes it out of their sight at once.
