@@ -392,7 +392,8 @@ class IngestPipeline:
         """`fleet.kinds.validate_payload` without its per-message catalog look-ups (KeyError as it raises)."""
         validate = self._validators.get((kind, channel))
         if validate is None:
-            validate = spec_for(kind).adapter(channel).validate_python
+            # the core validator itself: TypeAdapter.validate_python adds a Python call with default options
+            validate = spec_for(kind).adapter(channel).validator.validate_python
             self._validators[(kind, channel)] = validate
         return validate
 

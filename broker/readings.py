@@ -39,6 +39,8 @@ _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 
 def point_time(ts: datetime, seq: int) -> datetime:
     """Deterministic store time of a message: device time to the ms, plus seq mod 1000 µs."""
+    if ts.tzinfo is UTC:  # the usual case; seconds are whole ms, so flooring within the second is the same
+        return ts.replace(microsecond=ts.microsecond - ts.microsecond % 1000 + seq % 1000)
     ms = (ts - _EPOCH) // _ONE_MS
     return _EPOCH + timedelta(microseconds=ms * 1000 + seq % 1000)
 
@@ -109,7 +111,11 @@ def _flatten(
     for name, value in model.__dict__.items():
         if value is None or name == skip:
             continue
-        _put(prefix + name, value, out, elements)
+        kind = type(value)
+        if kind is float or kind is int or kind is str or kind is bool:  # `_put`'s first case, inline
+            out[prefix + name] = value
+        else:
+            _put(prefix + name, value, out, elements)
 
 
 def _flatten_dict(

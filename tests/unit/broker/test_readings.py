@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import types
 import typing
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from broker.readings import point_time, readings_for
@@ -111,3 +113,12 @@ def test_event_types_of_one_kind_never_give_a_field_two_types() -> None:
                     assert seen[name][0] == annotation, (spec.kind, name, seen[name][1], member.__name__)
                 else:
                     seen[name] = (annotation, member.__name__)
+
+
+@settings(max_examples=500, deadline=None)
+@given(ts=st.datetimes(timezones=st.sampled_from([UTC, timezone(timedelta(hours=8)), timezone(-timedelta(hours=5))])),
+       seq=st.integers(0, 2**63 - 1))
+def test_point_time_is_the_ms_floor_plus_seq_micros_in_any_zone(ts: datetime, seq: int) -> None:
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    ms = (ts - epoch) // timedelta(milliseconds=1)
+    assert point_time(ts, seq) == epoch + timedelta(microseconds=ms * 1000 + seq % 1000)
