@@ -35,6 +35,11 @@ What changes against upstream, and why (measurements in docs/ingest.md):
   SUBSCRIBE, even with debug logging off (quadratic connect time).
 * The TCP listener's backlog is 2048 instead of asyncio's default 100 (reconnect storms).
 * Deliveries use min(publish QoS, subscription QoS) when the publish QoS is known (internal publishes).
+* **Lean hot path** with `broker.amqtt_handler.MarketProtocolHandler`: an incoming PUBLISH (QoS 0/1) comes from
+  the handler's reader straight to `_deliver_incoming` (upstream's `_handle_message_delivery` without the
+  session queue hop; the MESSAGE_RECEIVED hook — ingest — runs inline via `_fire_inline` instead of one task per
+  plugin), and `_client_message_loop` waits on one future per connection instead of four tasks. Sessions are
+  `LightSession`s (no `transitions.Machine` per CONNECT). See broker/amqtt_handler.py.
 """
 
 from __future__ import annotations

@@ -146,6 +146,7 @@ class MarketProtocolHandler(BrokerProtocolHandler):
     _watchdog: asyncio.TimerHandle | None = None
     _last_packet: float = 0.0
     _has_work: bool = False
+    _ending: bool = False
     _work_waiter: asyncio.Future[None] | None = None
 
     @classmethod
@@ -300,8 +301,8 @@ class MarketProtocolHandler(BrokerProtocolHandler):
         """A QoS 0/1 PUBLISH: hand it to the broker, then PUBACK it. False: a protocol violation."""
         session = self.session
         deliver = self.deliver
-        if session is None or deliver is None:
-            return True
+        if session is None or deliver is None or self._ending:
+            return True  # the connection is being closed (revoked, taken over): nothing more from it, no PUBACK
         topic_length = int.from_bytes(body[:2], "big")
         end = 2 + topic_length
         if len(body) < end:
@@ -396,6 +397,12 @@ class MarketProtocolHandler(BrokerProtocolHandler):
         await super().start()
         if self._disconnect_waiter is not None:
             self._disconnect_waiter.add_done_callback(self._wake)
+
+    async def handle_disconnect(self, disconnect: Any) -> None:
+        # Also reached through handle_connection_closed (revocation, take-over, keepalive): upstream's message loop
+        # then stops taking the client's queued messages; the reader's fast path stops delivering them too.
+        self._ending = True
+        await super().handle_disconnect(disconnect)
 
     async def handle_subscribe(self, subscribe: Any) -> None:
         await super().handle_subscribe(subscribe)

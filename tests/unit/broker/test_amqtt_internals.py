@@ -72,6 +72,7 @@ def test_overridden_handler_signatures_match_upstream() -> None:
     from broker.amqtt_handler import MarketProtocolHandler
 
     for name in ("init_from_connect", "_reader_loop", "start", "stop", "handle_subscribe", "handle_unsubscribe",
+                 "handle_disconnect",
                  "handle_publish", "handle_pingreq", "handle_read_timeout", "_handle_qos1_message_flow"):
         ours = inspect.signature(getattr(MarketProtocolHandler, name))
         theirs = inspect.signature(getattr(BrokerProtocolHandler, name))
