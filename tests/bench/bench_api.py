@@ -18,11 +18,11 @@ registered. `MF_BENCH_API_ONLY=first_render` runs only that setup, the overview 
 
 API part (`api_under_load`, alone with `MF_BENCH_API_ONLY=under_load`): a bare FastAPI "hello" (the ceiling,
 tests/bench/hello_server.py), device lookup (cached and mostly uncached), telemetry query and alert list at 100 /
-500 / 2,000 connections in a closed loop, then 2,000 users with a 1 s mean think time (about 2,000 requests/s
-offered), with 1 and then 2 `marketfleet serve --role api` processes sharing one port (SO_REUSEPORT) against
-one SQLite registry; the hello runs in as many processes, served the same way. The load comes from wrk
-(tests/bench/wrk_paths.lua; installed by scripts/install-services.sh) or, without it, from Python clients in
-this process (the `tool` column says which). SJZ section 4: p99 ≤ 200 ms at 2,000 concurrent users, ≥ 5,000
+500 / 2,000 connections in a closed loop, then 2,000 users with a 1 s and a 2 s mean think time (about 2,000 and
+1,000 requests/s offered), with 1 and then 2 `marketfleet serve --role api` processes sharing one port
+(SO_REUSEPORT) against one SQLite registry; the hello runs in as many processes, served the same way. The load
+comes from wrk (tests/bench/wrk_paths.lua; installed by scripts/install-services.sh) or, without it, from Python
+clients in this process (the `tool` column says which). SJZ section 4: p99 ≤ 200 ms at 2,000 concurrent users, ≥ 5,000
 req/s for cached lookups. docs/scale-out.md explains closed loop against users.
 """
 
@@ -269,9 +269,10 @@ async def _api_readings(data_dir: Path, device_ids: list[str]) -> None:
                                for n in range(360)])
 
 
-# Users with think time (the open-ish load): 2,000 users, each waiting on average THINK_MS between an answer and
-# their next request (exponentially distributed), offer about 2,000 / THINK_MS requests per ms. 1 s: 2,000 req/s.
-THINK_MS = 1_000.0
+# Users with think time (a paced load): 2,000 users, each waiting on average THINK_MS between an answer and their
+# next request (uniform from 0 to twice that), offer about 2,000 / THINK_MS requests per ms: 1 s gives 2,000 req/s,
+# 2 s gives 1,000 req/s.
+THINK_MS = (1_000.0, 2_000.0)
 USERS = 2_000
 # The cached lookup case asks for these many devices in turn: at the rates here each comes back well within the
 # cache's 2 s TTL, so nearly every answer is a hit; the 2,000-device case comes back after more than the TTL at
@@ -294,7 +295,7 @@ def _api_env(home: Path, port: int) -> dict[str, str]:
 
 async def api_under_load(console: Console, quick: bool) -> list[dict[str, Any]]:
     """Hello ceiling, device lookup (cached), telemetry query (100 readings) and alert list (50 of 1,000 open) at
-    100 / 500 / 2,000 connections (closed loop), then 2,000 users with think time, with 1 and 2
+    100 / 500 / 2,000 connections (closed loop), then 2,000 users with 1 s and 2 s think time, with 1 and 2
     `marketfleet serve --role api` processes sharing one port; the ceiling is a bare FastAPI "hello" served the
     same way by as many processes (tests/bench/hello_server.py). `MF_BENCH_API_ONLY=under_load` runs only this."""
     levels = (100, 500) if quick else (100, 500, 2_000)
@@ -345,7 +346,7 @@ async def api_under_load(console: Console, quick: bool) -> list[dict[str, Any]]:
                     await wait_idle(api_procs + hello_procs)
                 console.print(f"[dim]{processes} api process(es), {tool}: closed loop at {levels} connections, "
                               f"then {USERS:,} users …[/]")
-                for connections, think_ms in [(c, 0.0) for c in levels] + [(USERS, THINK_MS)]:
+                for connections, think_ms in [(c, 0.0) for c in levels] + [(USERS, t) for t in THINK_MS]:
                     ceiling = 0.0
                     for case, paths in cases.items():
                         url = hello_url if paths == ["/hello"] else api_url

@@ -139,8 +139,8 @@ def load_tool() -> str:
 async def wrk_load(base_url: str, paths: list[str], *, connections: int, seconds: float,
                    headers: dict[str, str] | None = None, think_ms: float = 0.0, workdir: Path) -> LoadResult:
     """wrk (one thread, C) keeps `connections` connections busy for `seconds`, taking `paths` in turn.
-    `think_ms` > 0: each connection is a user who waits a random think time of that mean between an answer
-    and its next request (an offered rate of about connections / think_ms); 0: closed loop."""
+    `think_ms` > 0: each connection is a user who waits a think time drawn uniformly from 0 to 2 × think_ms
+    between an answer and its next request (an offered rate of about connections / think_ms); 0: closed loop."""
     path_file = workdir / f"paths-{len(paths)}-{abs(hash(paths[0])) % 10**8}.txt"
     path_file.write_text("\n".join(paths) + "\n")
     args = ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--timeout", "60s",
@@ -185,7 +185,7 @@ async def paced_load(base_url: str, paths: list[str], *, connections: int, secon
                 latencies.append((time.perf_counter() - started) * 1000)
                 errors += not ok
                 if think_ms:
-                    await asyncio.sleep(random.expovariate(1 / think_ms) / 1000)
+                    await asyncio.sleep(random.uniform(0, 2 * think_ms) / 1000)
 
     started = time.perf_counter()
     await asyncio.gather(*(client() for _ in range(connections)))

@@ -2,8 +2,10 @@
 -- wrk -s wrk_paths.lua URL -- PATHS_FILE THINK_MS
 --   PATHS_FILE: one request path a line, taken in turn (each connection starts at a random one)
 --   THINK_MS:   0 = closed loop (each connection sends its next request as soon as the answer is in);
---               > 0 = a user: after each answer it waits an exponentially distributed think time of that
---               mean before the next request, so N connections offer about N / THINK_MS requests per ms.
+--               > 0 = a user: after each answer (and before the first request) it waits a think time drawn
+--               uniformly from 0 to 2 x THINK_MS, so N connections offer about N / THINK_MS requests per ms.
+--               (Uniform, not exponential: an exponential think time's tail outlasts uvicorn's 5 s keep-alive,
+--               and wrk would count each connection the server closed meanwhile as an error.)
 -- done() prints one line starting with MFJSON that load.py reads.
 
 local paths = {}
@@ -19,7 +21,7 @@ function init(args)
   n = math.random(#paths)
   if think_ms > 0 then
     delay = function()
-      return math.floor(-math.log(1 - math.random()) * think_ms)
+      return math.floor(math.random() * 2 * think_ms)
     end
   end
 end
