@@ -377,3 +377,26 @@ async def test_a_connect_storm_is_checked_in_batches_with_the_registrys_rule(
     assert list(codes) == [expected for _, _, expected in attempts]
     assert service.hub.batch.batches - batches_before < len(attempts) // 2
     await asyncio.gather(*(client.abort() for client in clients))
+
+
+async def test_batched_credential_check_agrees_with_the_registrys(registry: Registry) -> None:
+    """`check_device_secrets` (the broker's batch) must give Registry.check_device_secret's answer in every case,
+    so a change of the registry's rule that is not carried over fails here."""
+    from broker.amqtt_plugins import check_device_secrets
+    from fleet.schemas import DeviceStatus, DeviceUpdate
+
+    creds = await register(registry, 5)
+    ok, revoked, rotated, disabled, _spare = sorted(creds)
+    await registry.revoke_credentials(revoked)
+    new_secret = await registry.rotate_credential(rotated)
+    await registry.update_device(disabled, DeviceUpdate(status=DeviceStatus.DISABLED))
+    cases = {ok: {creds[ok], "wrong"}, revoked: {creds[revoked]}, rotated: {creds[rotated], new_secret},
+             disabled: {creds[disabled]}, "no-such-device": {"x"}}
+    batched = await check_device_secrets(cases)
+    for device_id, secrets in cases.items():
+        for secret in secrets:
+            one = await registry.check_device_secret(device_id, secret)
+            device, good = batched.get(device_id, (None, set()))
+            assert (one is not None) == (secret in good), (device_id, secret)
+            if one is not None:
+                assert device is not None and device.id == one.id
