@@ -255,6 +255,7 @@ def coalesce_paho_io(client: Any, on_publish: PublishHandler | None = None) -> b
 
     def on_socket_open(paho_client: Any, userdata: Any, sock: Any) -> None:
         if isinstance(sock, socket.socket) and not isinstance(sock, ssl.SSLSocket):
+            _no_delay(sock)
             sock = CoalescingSocket(sock, loop, paho=paho_client if fast else None,
                                     on_publish=on_publish if fast else None)
             paho_client._sock = sock
@@ -262,6 +263,15 @@ def coalesce_paho_io(client: Any, on_publish: PublishHandler | None = None) -> b
 
     paho.on_socket_open = on_socket_open
     return True
+
+
+def _no_delay(sock: socket.socket) -> None:
+    """TCP_NODELAY (paho leaves Nagle on): the writes are already coalesced per loop turn, so Nagle can only hold a
+    small one (an ack, PUBACKs) back until the broker ACKs the previous one. (No measurable change in the bench,
+    whose rate stays the same with or without it; it removes a latency source that does not need to be there.)"""
+    if sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 def _fast_path_possible(paho: Any) -> bool:
