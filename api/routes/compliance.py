@@ -32,7 +32,7 @@ from fleet.errors import NotFound
 router = APIRouter(prefix="/api/v1/compliance", tags=["compliance"])
 
 
-def get_compliance(ctx: ContextDep) -> ComplianceService:
+async def get_compliance(ctx: ContextDep) -> ComplianceService:  # async: no thread hop per request
     # The composition root sets services["compliance"]; until it does, a default service (snapshot presence,
     # unknown data loss) keeps these routes answering.
     service = ctx.services.get("compliance")

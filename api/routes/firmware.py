@@ -45,7 +45,7 @@ DEVICE_AUTH = {"x-auth": "device"}
 KEEPALIVE_S = 15.0
 
 
-def get_firmware(ctx: ContextDep) -> FirmwareService:
+async def get_firmware(ctx: ContextDep) -> FirmwareService:  # async: no thread hop per request
     service = ctx.services.get("firmware")
     if service is None:
         raise NotFound("firmware updates are not enabled on this platform")

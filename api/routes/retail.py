@@ -51,7 +51,7 @@ ReportsRead = Annotated[Principal, require(Permission.REPORTS_READ)]
 CalibrationGrantDep = Annotated[Principal, require(Permission.CALIBRATION_GRANT)]
 
 
-def get_retail(ctx: ContextDep) -> RetailService:
+async def get_retail(ctx: ContextDep) -> RetailService:  # async: no thread hop per request
     service = ctx.services.get("retail")
     if not isinstance(service, RetailService):
         raise NotFound("retail is not running in this process")
