@@ -342,7 +342,8 @@ class InfluxStore:
     def _encode(self, readings: Sequence[Reading]) -> list[str]:
         line_for = influxql.line_for
         step = self._max_batch
-        return ["\n".join([line_for(r) for r in readings[i : i + step]]) for i in range(0, len(readings), step)]
+        return [_utf8_safe("\n".join([line_for(r) for r in readings[i : i + step]]))
+                for i in range(0, len(readings), step)]
 
     async def _write_body(self, body: str) -> None:
         if self._spool is not None and self._spooling:
@@ -595,3 +596,16 @@ def _error_text(response: httpx.Response) -> str:
     if isinstance(body, dict) and "error" in body:
         return str(body["error"])
     return response.text.strip()[:500]
+
+
+def _utf8_safe(body: str) -> str:
+    """Line protocol must be UTF-8; a string with a lone surrogate (JSON allows the escape) cannot be. Such
+    characters are written as their `\\udXXX` escape text, so the rest of the batch is stored and nothing is
+    replayed for ever (the SQLite store keeps them exactly)."""
+    if body.isascii():
+        return body
+    try:
+        body.encode()
+    except UnicodeEncodeError:
+        return body.encode("utf-8", "backslashreplace").decode()
+    return body

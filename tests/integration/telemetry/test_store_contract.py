@@ -129,6 +129,17 @@ async def test_unicode_ids_tags_measurements_and_fields(store: TelemetryStore) -
     assert agg.mean == 19.5
 
 
+async def test_a_lone_surrogate_in_a_string_does_not_refuse_the_batch(store: TelemetryStore) -> None:
+    """JSON may carry a lone surrogate ("\\ud800"), which is not UTF-8: the batch is stored, the odd string kept
+    (exactly by SQLite, as its escape text by InfluxDB, whose line protocol is UTF-8)."""
+    odd = Reading("odd-dev", "env", at(1), {"note": "a\ud800b", "t": 1.5}, {"stall": "x\udfff"}, seq=1)
+    plain = Reading("odd-dev", "env", at(2), {"note": "fine", "t": 2.5}, {"stall": "y"}, seq=2)
+    await store.write([odd, plain])
+    stored = await store.range("odd-dev", "env", T0, FAR)
+    assert len(stored) == 2 and stored[1] == plain
+    assert stored[0].fields["t"] == 1.5 and stored[0].fields["note"] in ("a\ud800b", "a\\ud800b")
+
+
 async def test_latest_per_device(store: TelemetryStore) -> None:
     await store.write(
         [
