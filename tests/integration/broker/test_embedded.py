@@ -12,12 +12,12 @@ import pytest
 from broker import topics
 from broker.bus import PresenceChanged
 from broker.models import DeadLetter
-from broker.service import BrokerParams, BrokerService, setup
+from broker.service import BrokerParams, BrokerService
 from fleet.envelope import Envelope
 from fleet.models import Device
 from fleet.registry import Registry
 from telemetry import SqliteStore
-from tests.integration.broker.conftest import env_payload, register
+from tests.integration.broker.conftest import env_payload, register, running
 from tests.integration.broker.device import TestDevice
 from tests.integration.broker.mqtt_wire import WireClient
 from tests.services import find_free_port
@@ -32,12 +32,8 @@ SERVICE_USER, SERVICE_PASSWORD = "mf-platform", "platform-secret"
 async def service(registry: Registry, store: SqliteStore) -> AsyncIterator[BrokerService]:
     params = BrokerParams(mode="embedded", port=find_free_port(), username=SERVICE_USER, password=SERVICE_PASSWORD,
                           presence_flush_s=0.2, presence_sweep_s=0.5)
-    svc = setup(params, registry, store)
-    await svc.start()
-    try:
+    async with running(params, registry, store) as svc:
         yield svc
-    finally:
-        await svc.aclose()
 
 
 async def connect(

@@ -13,11 +13,11 @@ import pytest
 
 from broker import topics
 from broker.models import DeadLetter
-from broker.service import BrokerParams, BrokerService, setup
+from broker.service import BrokerParams, BrokerService
 from fleet.registry import Registry
 from marketfleet.settings import load_settings
 from telemetry import SqliteStore
-from tests.integration.broker.conftest import env_payload, register
+from tests.integration.broker.conftest import env_payload, external_params, register, running
 from tests.integration.broker.device import TestDevice
 from tests.integration.broker.mqtt_wire import WireClient
 from tests.services import find_free_port
@@ -38,16 +38,9 @@ async def service(request: pytest.FixtureRequest, registry: Registry, store: Sql
         params = BrokerParams(mode="embedded", port=find_free_port(), username="mf-platform",
                               password="platform-secret", **limit)
     else:
-        server = request.getfixturevalue("mosquitto_server")
-        params = BrokerParams(mode="external", host=server.host, port=server.port, username="mf-platform-rl",
-                              password="platform-rl-secret", admin_username=server.admin_username,
-                              admin_password=server.admin_password, **limit)
-    svc = setup(params, registry, store)
-    await svc.start()
-    try:
+        params = external_params(request.getfixturevalue("mosquitto_server"), "rl", workers=1, **limit)
+    async with running(params, registry, store) as svc:
         yield svc
-    finally:
-        await svc.aclose()
 
 
 async def until(condition, within: float = 60.0) -> None:  # type: ignore[no-untyped-def]

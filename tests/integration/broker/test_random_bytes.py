@@ -17,7 +17,7 @@ import pytest
 
 from broker import topics
 from broker.models import DeadLetter
-from broker.service import BrokerParams, BrokerService, setup
+from broker.service import BrokerParams, BrokerService
 from fleet.registry import Registry
 from telemetry import SqliteStore
 from tests.integration.broker.conftest import env_payload, external_params, register, running
@@ -121,12 +121,8 @@ async def run_good_device(device: TestDevice, attack) -> list[int]:
 @pytest.fixture
 async def embedded(registry: Registry, store: SqliteStore) -> AsyncIterator[BrokerService]:
     params = BrokerParams(mode="embedded", port=find_free_port(), username="mf-platform", password="platform-secret")
-    svc = setup(params, registry, store)
-    await svc.start()
-    try:
+    async with running(params, registry, store) as svc:
         yield svc
-    finally:
-        await svc.aclose()
 
 
 async def test_random_bytes_into_the_embedded_broker_leave_it_up_and_other_devices_intact(
