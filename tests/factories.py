@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import subprocess
 import time
 import uuid
@@ -116,3 +117,18 @@ async def telemetry_store(request: pytest.FixtureRequest, tmp_path: Path, prefix
     async with InfluxStore(server.url, database, spool_dir=None) as store:
         yield store
     server.query(f'DROP DATABASE "{database}"')
+
+
+async def eventually(check: Callable[[], Any], within: float = 60.0, what: str = "", interval: float = 0.05) -> Any:
+    """Poll `check` (plain or async) until it returns something truthy and return that; fail after `within`
+    seconds with the last value. A bound on waiting, never a timing assertion: the machine may be busy."""
+    deadline = time.monotonic() + within
+    while True:
+        result = check()
+        if inspect.isawaitable(result):  # a coroutine, or e.g. a tortoise QuerySet
+            result = await result
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what or 'condition'} not met within {within}s (last: {result!r})")
+        await asyncio.sleep(interval)

@@ -5,10 +5,8 @@ Playwright. Screenshots go to docs/screenshots/ (linked from the README and docs
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,16 +35,6 @@ def require_chromium() -> None:
         pytest.fail(message, pytrace=False)
     pytest.skip(message)  # only outside CI
 
-
-async def eventually(check: Callable[[], Awaitable[T | None]], within: float = 15.0) -> T:
-    deadline = time.monotonic() + within
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s (last: {result!r})")
-        await asyncio.sleep(0.05)
 
 
 @dataclass

@@ -10,7 +10,8 @@ import aiomqtt
 import pytest
 
 from broker import topics
-from tests.e2e.conftest import eventually, sign_in
+from tests.e2e.conftest import sign_in
+from tests.factories import eventually
 
 pytestmark = pytest.mark.browser
 _seq = itertools.count()

@@ -19,8 +19,8 @@ import httpx
 import pytest
 
 from api.i18n import CATALOG
-from tests.e2e.conftest import Site, eventually, sign_in
-from tests.factories import ADMIN
+from tests.e2e.conftest import Site, sign_in
+from tests.factories import ADMIN, eventually
 from tests.integration.vision.conftest import detector, tiny_model  # noqa: F401  (the vision tests' fixtures)
 from vision.config import VisionSettings
 from vision.models import VisionCamera

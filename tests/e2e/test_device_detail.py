@@ -14,7 +14,8 @@ from broker import topics
 from fleet.models import Device
 from retail.models import Calibration, CalibrationGrant
 from telemetry import Reading
-from tests.e2e.conftest import eventually, sign_in
+from tests.e2e.conftest import sign_in
+from tests.factories import eventually
 
 pytestmark = pytest.mark.browser
 

@@ -20,8 +20,8 @@ import pytest
 from api.routes import firmware as firmware_routes
 from firmware.models import Campaign, DeviceJob
 from firmware.service import FirmwareService, FirmwareSettings, setup
-from tests.e2e.conftest import Site, eventually, sign_in
-from tests.factories import ADMIN
+from tests.e2e.conftest import Site, sign_in
+from tests.factories import ADMIN, eventually
 from tests.integration.firmware.agents import AgentFleet
 
 pytestmark = pytest.mark.browser

@@ -9,9 +9,9 @@ import httpx
 import pytest
 
 from telemetry import Reading
-from tests.e2e.conftest import eventually, sign_in
+from tests.e2e.conftest import sign_in
 from tests.e2e.test_alerts_inbox import RULE, locker_reports
-from tests.factories import ADMIN
+from tests.factories import ADMIN, eventually
 
 pytestmark = pytest.mark.browser
 

@@ -27,7 +27,8 @@ from fleet.schemas import DeviceCreate, StallCreate, VendorCreate
 from retail.models import PriceChange, PriceSource, Product, ScheduledPrice, ScheduleState, ShelfLabel
 from retail.render import LabelSpec, price_box, read_price
 from simulators import Emission, Endpoints, MarketSimulation, SimulatedDevice
-from tests.e2e.conftest import Site, eventually, sign_in
+from tests.e2e.conftest import Site, sign_in
+from tests.factories import eventually
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 

@@ -12,10 +12,11 @@ import pytest
 from api.i18n import CATALOG
 from rules.schemas import AlertFilter
 from telemetry import Reading
-from tests.e2e.conftest import eventually, screenshot, sign_in
+from tests.e2e.conftest import screenshot, sign_in
 from tests.e2e.test_alerts_inbox import RULE, locker_reports
 from tests.e2e.test_cameras import screenshot_camera  # noqa: F401  (a camera at work, for its pages)
 from tests.e2e.test_prices_and_labels import stock_the_shop
+from tests.factories import eventually
 
 pytestmark = pytest.mark.browser
 

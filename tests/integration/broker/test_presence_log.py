@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from broker.bus import EnvelopeBus, PresenceChanged
 from broker.presence_log import PresenceLog, presence_history
 from telemetry import open_store
-from tests.e2e.conftest import eventually
+from tests.factories import eventually
 
 
 async def test_changes_are_kept_newest_first_and_the_buffer_is_written_on_close(tmp_path) -> None:

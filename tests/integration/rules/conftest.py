@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -19,17 +17,6 @@ T = TypeVar("T")
 FAST = RulesSettings(scheduler=False, retry_base_s=0.2, retry_max_s=0.6, state_flush_s=0.1, aux_flush_s=0.5,
                      alert_flush_s=0.05, escalation_check_s=0.2, device_refresh_s=3600)
 
-
-async def eventually(check: Callable[[], Awaitable[T | None]], within: float = 10.0, interval: float = 0.05) -> T:
-    """Poll `check` until it returns something truthy; fail after `within` seconds."""
-    deadline = time.monotonic() + within
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {within}s (last: {result!r})")
-        await asyncio.sleep(interval)
 
 
 async def start_service(data_dir: Path, settings: RulesSettings = FAST, **kwargs: Any) -> RulesService:

@@ -9,7 +9,7 @@ import pytest
 from fleet.errors import Conflict
 from rules import RulesService
 from rules.models import Alert, AlertEvent, AlertStatus
-from tests.integration.rules.conftest import eventually
+from tests.factories import eventually
 from tests.unit.rules.factories import env_reading, envelope, food_result
 
 pytestmark = pytest.mark.timeout(60)

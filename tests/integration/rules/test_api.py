@@ -14,8 +14,8 @@ import yaml
 from api.routes import rules as rules_routes
 from fleet.models import Market
 from rules import RulesService
-from tests.factories import ADMIN
-from tests.integration.rules.conftest import eventually, forget_routing_and_state, start_service
+from tests.factories import ADMIN, eventually
+from tests.integration.rules.conftest import forget_routing_and_state, start_service
 from tests.unit.rules.factories import env_reading, envelope, food_result
 
 pytestmark = pytest.mark.timeout(90)

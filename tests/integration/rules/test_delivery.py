@@ -16,7 +16,8 @@ from aiosmtpd.controller import Controller
 from rules import RulesService, RulesSettings, SmtpSettings, verify_signature
 from rules.models import Delivery, DeliveryStatus
 from rules.schemas import RecipientCreate
-from tests.integration.rules.conftest import FAST, eventually, forget_routing_and_state, start_service
+from tests.factories import eventually
+from tests.integration.rules.conftest import FAST, forget_routing_and_state, start_service
 from tests.services import find_free_port
 from tests.unit.rules.factories import envelope
 

@@ -11,7 +11,8 @@ import pytest
 
 from rules import setup
 from rules.models import Alert
-from tests.integration.rules.conftest import FAST, eventually, forget_routing_and_state, start_service
+from tests.factories import eventually
+from tests.integration.rules.conftest import FAST, forget_routing_and_state, start_service
 from tests.unit.rules.factories import env_reading, envelope
 
 pytestmark = pytest.mark.timeout(60)

@@ -7,7 +7,7 @@ import pytest
 
 from rules import RulesService
 from rules.models import Alert, AlertEvent, AlertStatus, RemovalTask, TaskStatus
-from tests.integration.rules.conftest import eventually
+from tests.factories import eventually
 from tests.unit.rules.factories import envelope, food_result
 
 pytestmark = pytest.mark.timeout(60)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from rules.models import Alert, AlertStatus
-from tests.integration.rules.conftest import eventually, forget_routing_and_state, start_service
+from tests.factories import eventually
+from tests.integration.rules.conftest import forget_routing_and_state, start_service
 from tests.unit.rules.factories import env_reading, envelope
 
 pytestmark = pytest.mark.timeout(60)

@@ -16,7 +16,8 @@ from rules import JobSchedule, RulesSettings
 from rules.models import Alert, AlertStatus, JobRun
 from rules.reports import report_csv
 from rules.scheduler import RulesScheduler
-from tests.integration.rules.conftest import FAST, eventually, forget_routing_and_state, start_service
+from tests.factories import eventually
+from tests.integration.rules.conftest import FAST, forget_routing_and_state, start_service
 
 pytestmark = pytest.mark.timeout(90)
 

@@ -16,9 +16,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import subprocess
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,7 +29,15 @@ from telemetry import Reading
 from telemetry.spool import Spool, SpoolDiskFull, SpoolFull, decode_records, encode_record
 from telemetry.sqlite import SqliteStore
 from telemetry.store import StoreUnavailable, TelemetryError
-from tests.factories import ADMIN, create_vendor, ensure_market, sent_readings, serve_api, start_test_platform
+from tests.factories import (
+    ADMIN,
+    create_vendor,
+    ensure_market,
+    eventually,
+    sent_readings,
+    serve_api,
+    start_test_platform,
+)
 from tests.services import InfluxServer
 
 pytestmark = pytest.mark.timeout(300)
@@ -199,16 +206,6 @@ MEASUREMENT = "env_sensor.telemetry"
 PER_UPLINK = 40  # ~6 KiB of line protocol per uplink
 FULL = "telemetry-spool-full"
 
-
-async def eventually(check: Callable[[], Awaitable[T | None]], within: float = 60.0, what: str = "") -> T:
-    deadline = time.monotonic() + within
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what or 'condition'} not met within {within}s (last: {result!r})")
-        await asyncio.sleep(0.1)
 
 
 async def _true(value: object) -> object:

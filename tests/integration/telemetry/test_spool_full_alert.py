@@ -14,9 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -25,7 +24,15 @@ import httpx
 import pytest
 
 from telemetry.spool import decode_records
-from tests.factories import ADMIN, create_vendor, ensure_market, sent_readings, serve_api, start_test_platform
+from tests.factories import (
+    ADMIN,
+    create_vendor,
+    ensure_market,
+    eventually,
+    sent_readings,
+    serve_api,
+    start_test_platform,
+)
 from tests.services import InfluxServer
 
 pytestmark = [pytest.mark.influx, pytest.mark.timeout(300)]
@@ -37,17 +44,6 @@ SPOOL_LIMIT = 64 * 1024
 PER_UPLINK = 40  # messages per HTTP uplink (~6 KiB of line protocol): about ten fill the spool
 FULL, FILLING = "telemetry-spool-full", "telemetry-spool-filling"
 
-
-async def eventually(check: Callable[[], Awaitable[T | None]], within: float = 60.0, what: str = "") -> T:
-    """Poll until `check` returns something truthy (generous: the machine is shared with other test runs)."""
-    deadline = time.monotonic() + within
-    while True:
-        result = await check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what or 'condition'} not met within {within}s (last: {result!r})")
-        await asyncio.sleep(0.1)
 
 
 async def register_sensor(api: httpx.AsyncClient) -> tuple[str, str]:
